@@ -1,0 +1,198 @@
+"""Thread modes, op determinism and the environment checks that make floats reproducible.
+
+Each function acts on a framework module the caller already holds (nothing here imports
+a framework) and returns :class:`~det_nb.status.Check` objects read from the runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+
+from det_nb.status import Check
+
+THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
+CUBLAS_DETERMINISTIC = ":4096:8"
+RESTART_FIX = (
+    "restart the kernel and run %det_seed before the first TensorFlow op, or start the "
+    "kernel with TF_NUM_INTRAOP_THREADS={n} TF_NUM_INTEROP_THREADS={n}"
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the session applies besides seeds.
+
+    ``threads``: TF intra- and inter-op threads to pin (1 = single-thread mode), or None
+    to leave TF's pools alone. ``deterministic_ops``: TF op determinism and torch's
+    deterministic algorithms.
+    """
+
+    threads: int | None = 1
+    deterministic_ops: bool = False
+
+    def __post_init__(self) -> None:
+        validate_threads(self.threads)
+
+
+def validate_threads(threads: object) -> int | None:
+    """``threads`` as an int >= 1, or None; ValueError saying what is allowed otherwise."""
+    if threads is None:
+        return None
+    if isinstance(threads, str) and threads.strip().isdigit():
+        threads = int(threads)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(
+            f"threads must be an integer >= 1 (or None to leave TensorFlow's thread pools "
+            f"alone), got {threads!r}"
+        )
+    return threads
+
+
+def tf_thread_counts(tf: ModuleType) -> tuple[int, int]:
+    """(intra, inter) op threads in force; 0 means TF's default, one per core.
+
+    Counts set through the environment at start are in force though the getters say 0.
+    """
+    threading = tf.config.threading
+    counts = [threading.get_intra_op_parallelism_threads(),
+              threading.get_inter_op_parallelism_threads()]
+    for i, variable in enumerate(THREAD_ENV):
+        if counts[i] == 0 and os.environ.get(variable, "").isdigit():
+            counts[i] = int(os.environ[variable])
+    return counts[0], counts[1]
+
+
+def pin_tf_threads(tf: ModuleType, threads: int) -> None:
+    """Pin intra- and inter-op threads to ``threads``.
+
+    After TF's runtime has started a different count cannot be set: TF raises, and
+    :func:`tf_threads_check` reports it with the fix instead.
+    """
+    if tf_thread_counts(tf) == (threads, threads):
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # too late: the check reads the counts actually in force
+
+
+def tf_threads_check(tf: ModuleType, threads: int | None) -> Check:
+    """Whether TF runs with ``threads`` intra- and inter-op threads (None: left alone)."""
+    intra, inter = tf_thread_counts(tf)
+    if threads is None:
+        return Check(
+            "tensorflow threads", "off",
+            f"left alone (intra {_describe(intra)}, inter {_describe(inter)}); float "
+            "results can differ between machines with different core counts",
+            "%det_seed SEED (single-thread, the default) or --threads N",
+        )
+    if (intra, inter) == (threads, threads):
+        mode = "single-thread" if threads == 1 else f"pinned to {threads} threads"
+        return Check("tensorflow threads", "ok", f"{mode} (intra {intra}, inter {inter})")
+    return Check(
+        "tensorflow threads", "warn",
+        f"could not pin to {threads}: TF's runtime started before %det_seed with intra "
+        f"{_describe(intra)}, inter {_describe(inter)}, and cannot change them now",
+        RESTART_FIX.format(n=threads),
+    )
+
+
+def _describe(count: int) -> str:
+    return f"{count}" if count else "default (one per core)"
+
+
+def set_tf_op_determinism(tf: ModuleType, enabled: bool) -> None:
+    """Turn TF op determinism on or off (works after the runtime started)."""
+    from tensorflow.python.framework import config
+
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+    elif config.is_op_determinism_enabled():
+        config.disable_op_determinism()
+
+
+def tf_op_determinism_check() -> Check:
+    """Whether TF op determinism is on."""
+    from tensorflow.python.framework import config
+
+    if config.is_op_determinism_enabled():
+        return Check(
+            "tensorflow op determinism", "ok",
+            "on: ops without a deterministic kernel raise; tf.data map/interleave run serially",
+        )
+    return Check(
+        "tensorflow op determinism", "off",
+        "off: GPU kernels may use non-deterministic atomics (CPU ops are deterministic "
+        "with pinned threads)",
+        "%det_seed SEED --deterministic-ops",
+    )
+
+
+def set_torch_determinism(torch: ModuleType, enabled: bool) -> None:
+    """``torch.use_deterministic_algorithms``; sets cuBLAS's workspace while CUDA is unused."""
+    if enabled and not torch.cuda.is_initialized():
+        os.environ.setdefault(CUBLAS_ENV, CUBLAS_DETERMINISTIC)
+    torch.use_deterministic_algorithms(enabled)
+
+
+def torch_determinism_check(torch: ModuleType) -> Check:
+    """Whether torch uses deterministic algorithms, and cuBLAS is configured for them."""
+    if not torch.are_deterministic_algorithms_enabled():
+        return Check(
+            "torch deterministic algorithms", "off",
+            "off: some CUDA kernels are non-deterministic", "%det_seed SEED --deterministic-ops",
+        )
+    if torch.cuda.is_available() and os.environ.get(CUBLAS_ENV) not in (":4096:8", ":16:8"):
+        return Check(
+            "torch deterministic algorithms", "warn",
+            f"on, but {CUBLAS_ENV} was not set before CUDA started: cuBLAS calls will raise",
+            f"restart the kernel with {CUBLAS_ENV}={CUBLAS_DETERMINISTIC} in its environment",
+        )
+    return Check("torch deterministic algorithms", "ok", "on")
+
+
+def hash_seed_check() -> Check:
+    """Python's str/bytes hash randomisation, fixed only at interpreter start."""
+    fixed = os.environ.get("PYTHONHASHSEED", "")
+    if not sys.flags.hash_randomization:
+        return Check("hash randomisation", "ok", "off (PYTHONHASHSEED=0 at start)")
+    if fixed.isdigit():
+        return Check("hash randomisation", "ok", f"fixed by PYTHONHASHSEED={fixed} at start")
+    return Check(
+        "hash randomisation", "warn",
+        "on: hash() of str/bytes and set iteration order differ per process; this cannot "
+        "be changed after the interpreter started",
+        "restart the kernel with PYTHONHASHSEED=0 in its environment",
+    )
+
+
+def gpu_check(gpus: list[str], deterministic_ops: bool) -> Check:
+    """GPUs that frameworks see, and whether their float results are made deterministic."""
+    if not gpus:
+        return Check("gpus", "ok", "none visible to the imported frameworks: CPU only")
+    listed = ", ".join(gpus)
+    if deterministic_ops:
+        return Check("gpus", "ok", f"{listed}; deterministic ops are on")
+    return Check(
+        "gpus", "warn",
+        f"{listed}: GPU kernels (cuDNN, atomics in reductions) can give different floats "
+        "run to run",
+        "%det_seed SEED --deterministic-ops",
+    )
+
+
+def visible_gpus() -> list[str]:
+    """GPUs visible to TensorFlow and torch, where those are already imported."""
+    gpus = []
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        gpus += [f"tensorflow {d.name}" for d in tf.config.list_physical_devices("GPU")]
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        gpus += [f"torch cuda:{i}" for i in range(torch.cuda.device_count())]
+    return gpus

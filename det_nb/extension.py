@@ -1,0 +1,34 @@
+"""Registering det_nb in an IPython shell, and removing it again for %reload_ext."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from det_nb.magics import DetMagics
+from det_nb.session import get_session
+
+
+def _registered(shell: Any) -> DetMagics | None:
+    return next((c for c in shell.configurables if isinstance(c, DetMagics)), None)
+
+
+def load(shell: Any) -> None:
+    """Register the magics and their config traits; loading twice registers once."""
+    if _registered(shell) is not None:
+        return
+    magics = DetMagics(shell=shell, session=get_session(), parent=shell)
+    shell.register_magics(magics)
+    shell.configurables.append(magics)
+
+
+def unload(shell: Any) -> None:
+    """Unregister magics and config, and drop the session's pending import hooks."""
+    magics = _registered(shell)
+    if magics is None:
+        return
+    for kind, names in magics.magics.items():
+        for name in names:
+            shell.magics_manager.magics[kind].pop(name, None)
+    shell.magics_manager.registry.pop(type(magics).__name__, None)
+    shell.configurables.remove(magics)
+    magics.session.close()

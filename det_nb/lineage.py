@@ -1,0 +1,159 @@
+"""Seed lineage: experiment seed -> trial -> trial seed, as a pure function.
+
+Nothing here touches a PRNG's global state; the contract (with test vectors) is in the
+README and pinned by ``tests/test_lineage.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+MAX_SEED = 2**31 - 1
+SCHEMES = ("seedsequence", "determined")
+# ``determined`` replays the master's MT19937 stream trial by trial; past this many trials
+# the replay would take seconds, and no Determined experiment creates that many.
+MAX_DETERMINED_TRIAL = 1_000_000
+# Words the master draws per created trial: four for the request UUID, one for the seed.
+_WORDS_PER_TRIAL = 5
+
+ORIGINS = ("given", "assigned")
+
+
+def validate_seed(value: object, name: str = "seed") -> int:
+    """Return ``value`` as an int in [0, 2**31 - 1], or raise ValueError saying what is allowed.
+
+    Accepts ints and strings of decimal digits (what a magic receives); rejects bools,
+    floats and strings such as ``4.5`` or ``1e3`` rather than guessing.
+    """
+    allowed = f"{name} must be an integer in [0, {MAX_SEED}]"
+    if isinstance(value, bool):
+        raise ValueError(f"{allowed}, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.lstrip("+-").isdigit():
+            raise ValueError(f"{allowed}, got {value!r}")
+        number = int(text)
+    elif isinstance(value, int):
+        number = value
+    elif hasattr(value, "__index__") and not isinstance(value, float):
+        number = value.__index__()
+    else:
+        raise ValueError(f"{allowed}, got {value!r}")
+    if not 0 <= number <= MAX_SEED:
+        raise ValueError(f"{allowed}, got {number}")
+    return number
+
+
+def validate_scheme(scheme: str) -> str:
+    """Return ``scheme`` if it is a known derivation scheme, else raise ValueError."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    return scheme
+
+
+def seedsequence_seed(experiment_seed: int, *spawn_key: int) -> int:
+    """NumPy ``SeedSequence(experiment_seed, spawn_key=...)``'s first word, cut to 31 bits."""
+    from numpy.random import SeedSequence
+
+    word = SeedSequence(experiment_seed, spawn_key=spawn_key).generate_state(1, "uint32")[0]
+    return int(word) & MAX_SEED
+
+
+def determined_seed(experiment_seed: int, trial: int) -> int:
+    """The trial seed Determined's master gives the ``trial``-th trial it creates (from 1).
+
+    The master keeps a legacy MT19937 stream (``RandomState(experiment_seed)``) and, per
+    created trial, draws four 32-bit words for the request UUID and then
+    ``randint(0, 2**31)``: each is exactly one 32-bit word of the stream, so the trial
+    seed is word ``5 * trial - 1`` masked to 31 bits.
+    """
+    from numpy.random import RandomState
+
+    words = RandomState(experiment_seed).randint(
+        0, 2**32, size=_WORDS_PER_TRIAL * trial, dtype="uint64"
+    )
+    return int(words[-1]) & MAX_SEED
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where every seed of a run came from.
+
+    ``experiment_seed_origin`` is ``given`` (by the user) or ``assigned`` (by det_nb, from
+    the clock, as Determined's master does). ``trial_seed`` is derived once, at
+    construction; with no trial it is the experiment seed itself.
+    """
+
+    experiment_seed: int
+    trial: int | None = None
+    scheme: str = "seedsequence"
+    experiment_seed_origin: str = "given"
+    trial_seed: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        validate_seed(self.experiment_seed, "experiment seed")
+        validate_scheme(self.scheme)
+        if self.experiment_seed_origin not in ORIGINS:
+            raise ValueError(
+                f"experiment seed origin must be one of {', '.join(ORIGINS)}, "
+                f"got {self.experiment_seed_origin!r}"
+            )
+        if self.trial is not None:
+            validate_seed(self.trial, "trial")
+            if self.scheme == "determined" and not 1 <= self.trial <= MAX_DETERMINED_TRIAL:
+                raise ValueError(
+                    "with scheme determined, trial counts created trials from 1 and must be "
+                    f"in [1, {MAX_DETERMINED_TRIAL}], got {self.trial}"
+                )
+        object.__setattr__(self, "trial_seed", self._derive_trial_seed())
+
+    def _derive_trial_seed(self) -> int:
+        """The seed every PRNG receives."""
+        if self.trial is None:
+            return self.experiment_seed
+        if self.scheme == "determined":
+            return determined_seed(self.experiment_seed, self.trial)
+        return seedsequence_seed(self.experiment_seed, self.trial)
+
+    @property
+    def trial_seed_origin(self) -> str:
+        """How the trial seed was obtained, in words."""
+        if self.trial is None:
+            return "the experiment seed (no trial given)"
+        return f"derived by scheme {self.scheme}"
+
+    def worker_seed(self, worker: int) -> int:
+        """Seed for a data-loader worker or distributed rank of this trial."""
+        worker = validate_seed(worker, "worker")
+        return seedsequence_seed(self.experiment_seed, self.trial or 0, worker)
+
+    def summary(self) -> str:
+        """One line: experiment seed -> trial -> trial seed."""
+        marks = "" if self.experiment_seed_origin == "given" else f" ({self.experiment_seed_origin})"
+        trial = "none" if self.trial is None else str(self.trial)
+        return (
+            f"experiment seed {self.experiment_seed}{marks} -> trial {trial} "
+            f"-> trial seed {self.trial_seed} [{self.scheme}]"
+        )
+
+
+def assign_seed(clock: Callable[[], float] = time.time) -> int:
+    """An experiment seed from the Unix time, as Determined's master assigns one."""
+    return int(clock()) & MAX_SEED
+
+
+def make_lineage(
+    seed: object = None,
+    trial: object = None,
+    scheme: str = "seedsequence",
+    *,
+    clock: Callable[[], float] = time.time,
+) -> Lineage:
+    """Validate user input and build a Lineage; assign an experiment seed when none is given."""
+    validate_scheme(scheme)
+    trial_number = None if trial is None else validate_seed(trial, "trial")
+    if seed is None:
+        return Lineage(assign_seed(clock), trial_number, scheme, "assigned")
+    return Lineage(validate_seed(seed, "experiment seed"), trial_number, scheme, "given")

@@ -1,0 +1,230 @@
+"""The session: the one place that holds the current lineage and applies it.
+
+Arguments flow one way: validated into a :class:`Lineage` and :class:`Settings`, applied
+to every imported source, and registered as post-import hooks for frameworks imported
+later; :meth:`Session.status` reads the sources back into a report.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import wrapt
+from wrapt import importer as wrapt_importer
+
+from det_nb import determinism
+from det_nb.determinism import Settings
+from det_nb.lineage import Lineage, make_lineage
+from det_nb.sources import Source, default_sources
+from det_nb.sources.keras import Keras
+from det_nb.status import Check, Report
+
+NOT_SEEDED = "det_nb is not seeded yet: run %det_seed SEED or det_nb.seed(SEED) first"
+
+
+class Session:
+    """Holds the lineage and settings, seeds the sources, and reports their state."""
+
+    def __init__(self, sources: tuple[Source, ...] | None = None) -> None:
+        self.sources = default_sources() if sources is None else sources
+        self.lineage: Lineage | None = None
+        self.settings = Settings()
+        self._seeded: dict[str, tuple[str, str | None]] = {}  # name -> (what, fingerprint)
+        self._failed: dict[str, str] = {}  # name -> error raised while applying
+        self._hooks: dict[str, Callable[[ModuleType], None]] = {}  # module -> pending hook
+        self._listeners: list[Callable[[], None]] = []
+        self._rng: Any = None  # numpy Generator, made on first det_nb.rng()
+        self._early_keras_generators: weakref.WeakSet = weakref.WeakSet()
+
+    # -- applying -----------------------------------------------------------------------
+
+    def seed(
+        self,
+        seed: object = None,
+        trial: object = None,
+        *,
+        scheme: str = "seedsequence",
+        threads: int | None = 1,
+        deterministic_ops: bool = False,
+    ) -> Lineage:
+        """Validate everything, then seed every source and apply the settings.
+
+        Raises ValueError (and changes nothing) on bad input. With no seed, one is
+        assigned from the clock and shown in the lineage.
+        """
+        lineage = make_lineage(seed, trial, scheme)
+        settings = Settings(determinism.validate_threads(threads), bool(deterministic_ops))
+        self.lineage, self.settings = lineage, settings
+        self._apply()
+        return lineage
+
+    def reseed(self) -> Lineage:
+        """Restart every stream from the current lineage (ValueError if there is none)."""
+        if self.lineage is None:
+            raise ValueError(NOT_SEEDED)
+        self._apply()
+        return self.lineage
+
+    def _apply(self) -> None:
+        self._seeded.clear()
+        self._failed.clear()
+        for source in self.sources:
+            if source.loaded() is not None:
+                self._apply_to(source)
+            elif source.installed() and source.module not in self._hooks:
+                self._register_hook(source.module)
+        if self._rng is not None:
+            self._rng.bit_generator.state = _fresh_generator(self.lineage.trial_seed).state
+        self._notify()
+
+    def _apply_to(self, source: Source) -> None:
+        """Configure, then seed, one imported source; a failure is reported, not raised."""
+        if isinstance(source, Keras):
+            self._early_keras_generators = weakref.WeakSet(source.generators())
+        try:
+            source.configure(self.settings)
+            what = source.seed(self.lineage.trial_seed)
+            self._seeded[source.name] = (what, source.fingerprint())
+        except Exception as error:  # noqa: BLE001 - an import hook must never break an import
+            self._failed[source.name] = f"{type(error).__name__}: {error}"
+
+    def _register_hook(self, module: str) -> None:
+        def on_import(_module: ModuleType) -> None:
+            self._hooks.pop(module, None)
+            if self.lineage is not None:
+                for source in self.sources:
+                    if source.module == module:
+                        self._apply_to(source)
+                self._notify()
+
+        self._hooks[module] = on_import
+        wrapt.register_post_import_hook(on_import, module)
+
+    def close(self) -> None:
+        """Remove the post-import hooks still waiting for an import (for unload)."""
+        with wrapt_importer._post_import_hooks_lock:
+            for module, hook in self._hooks.items():
+                pending = wrapt_importer._post_import_hooks.get(module) or []
+                if hook in pending:
+                    pending.remove(hook)
+        self._hooks.clear()
+        self._listeners.clear()
+
+    @property
+    def pending_hooks(self) -> tuple[str, ...]:
+        """Modules whose import will seed them."""
+        return tuple(self._hooks)
+
+    # -- listeners (the dashboard) ------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every seeding, re-seeding or framework import."""
+        if callback not in self._listeners:
+            self._listeners.append(callback)
+
+    def unsubscribe(self, callback: Callable[[], None]) -> None:
+        """Stop calling ``callback``."""
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def _notify(self) -> None:
+        for callback in list(self._listeners):
+            callback()
+
+    # -- derived values -----------------------------------------------------------------
+
+    def _require_lineage(self) -> Lineage:
+        if self.lineage is None:
+            raise ValueError(NOT_SEEDED)
+        return self.lineage
+
+    def rng(self) -> Any:
+        """The session's NumPy Generator: ``np.random.default_rng(trial_seed)``.
+
+        The same object every call; re-seeding restarts its stream in place, so a
+        reference held by the user restarts too.
+        """
+        lineage = self._require_lineage()
+        if self._rng is None:
+            self._rng = _fresh_generator(lineage.trial_seed)
+        return self._rng
+
+    def jax_key(self) -> Any:
+        """``jax.random.key(trial_seed)`` (imports JAX: only call it where JAX is used)."""
+        import jax
+
+        return jax.random.key(self._require_lineage().trial_seed)
+
+    def worker_seed(self, worker: int) -> int:
+        """Seed of data-loader worker or rank ``worker`` of the current trial."""
+        return self._require_lineage().worker_seed(worker)
+
+    # -- reading back -------------------------------------------------------------------
+
+    def status(self) -> Report:
+        """Read every source and the runtime into a report (changes nothing)."""
+        checks: list[Check] = []
+        for source in self.sources:
+            checks.append(self._source_check(source))
+            if source.installed():
+                checks.extend(source.checks(self.settings))
+            if isinstance(source, Keras) and source.name in self._seeded:
+                checks.append(self._keras_layers_check())
+        checks.append(determinism.hash_seed_check())
+        checks.append(determinism.gpu_check(determinism.visible_gpus(),
+                                            self.settings.deterministic_ops))
+        return Report(self.lineage, tuple(checks))
+
+    def _source_check(self, source: Source) -> Check:
+        name = source.name
+        if not source.installed():
+            return Check(name, "off", "not installed")
+        if self.lineage is None:
+            return Check(name, "off", "not seeded yet", "%det_seed SEED")
+        seed = self.lineage.trial_seed
+        if name in self._failed:
+            return Check(name, "warn", f"seeding failed: {self._failed[name]}",
+                         "fix the error above, then run %det_seed again")
+        if source.loaded() is None:
+            return Check(name, "ok", f"not imported yet: seeded with {seed} at import")
+        if name not in self._seeded:
+            return Check(name, "warn", "imported but not seeded (det_nb was unloaded meanwhile)",
+                         "run %det_seed again")
+        what, seeded_print = self._seeded[name]
+        current = source.fingerprint()
+        if current is None:
+            return Check(name, "ok", what)
+        moved = "no draws since seeding" if current == seeded_print else "draws made since seeding"
+        return Check(name, "ok", f"{what}; {moved}")
+
+    def _keras_layers_check(self) -> Check:
+        early = [g for g in self._early_keras_generators
+                 if getattr(g, "_initial_seed", None) is None]
+        if not early:
+            return Check("keras layers", "ok", "no random layer built before seeding is alive")
+        return Check(
+            "keras layers", "warn",
+            f"{len(early)} random layer state(s) (Keras SeedGenerator) built before seeding "
+            "keep unseeded state",
+            "re-run the cells that build the model after %det_seed",
+        )
+
+
+def _fresh_generator(seed: int) -> Any:
+    import numpy
+
+    return numpy.random.default_rng(seed)
+
+
+_SESSION: Session | None = None
+
+
+def get_session() -> Session:
+    """The process's session, shared by the magics, the dashboard and the Python API."""
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = Session()
+    return _SESSION

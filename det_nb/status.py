@@ -1,0 +1,91 @@
+"""The determinism report: a list of checks, each ok / warn / off with why and the fix.
+
+Checks are built by the session from real reads of the sources and of the runtime; this
+module only holds them and renders them as deterministic text and HTML (no addresses,
+times or paths), so nbval and exported notebooks can compare them.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Literal
+
+from det_nb.lineage import Lineage
+
+State = Literal["ok", "warn", "off"]
+STATES: tuple[State, ...] = ("ok", "warn", "off")
+STATE_COLOURS = {"ok": "#1a7f37", "warn": "#b35900", "off": "#6e7781"}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: what was checked, its state, why, and how to fix it."""
+
+    name: str
+    state: State
+    detail: str
+    fix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.state not in STATES:
+            raise ValueError(f"state must be one of {', '.join(STATES)}, got {self.state!r}")
+
+    def text(self) -> str:
+        """``[ok  ] name: detail`` plus an indented fix line when there is one."""
+        line = f"[{self.state:<4}] {self.name}: {self.detail}"
+        return f"{line}\n       fix: {self.fix}" if self.fix else line
+
+
+@dataclass(frozen=True)
+class Report:
+    """The lineage and the checks, as the session saw them when the report was made."""
+
+    lineage: Lineage | None
+    checks: tuple[Check, ...]
+
+    @property
+    def deterministic(self) -> bool:
+        """True when seeded and no check warns."""
+        return self.lineage is not None and not any(c.state == "warn" for c in self.checks)
+
+    def check(self, name: str) -> Check:
+        """The check called ``name`` (KeyError if there is none)."""
+        for item in self.checks:
+            if item.name == name:
+                return item
+        raise KeyError(name)
+
+    def headline(self) -> str:
+        """The lineage in one line, or what to do when nothing is seeded yet."""
+        if self.lineage is None:
+            return "det_nb: not seeded yet; run %det_seed SEED (or det_nb.seed(SEED))"
+        return f"det_nb: {self.lineage.summary()}"
+
+    def text(self) -> str:
+        """Headline, then one line per check."""
+        return "\n".join([self.headline(), *(c.text() for c in self.checks)])
+
+    def html(self) -> str:
+        """The same content as a small HTML table."""
+        rows = "".join(
+            "<tr>"
+            f'<td style="color:{STATE_COLOURS[c.state]};font-weight:bold">{c.state}</td>'
+            f"<td>{html.escape(c.name)}</td><td>{html.escape(c.detail)}</td>"
+            f"<td>{html.escape(c.fix)}</td></tr>"
+            for c in self.checks
+        )
+        return (
+            f'<div class="det-nb-report"><p>{html.escape(self.headline())}</p>'
+            "<table><tr><th>state</th><th>check</th><th>detail</th><th>fix</th></tr>"
+            f"{rows}</table></div>"
+        )
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # noqa: ANN001 - IPython API
+        printer.text(self.text())
+
+    def _repr_html_(self) -> str:
+        return self.html()

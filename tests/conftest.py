@@ -1,0 +1,44 @@
+"""Shared fixtures: one IPython shell per test process, and fresh-interpreter runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+# Keep TensorFlow's start-up chatter out of subprocess output.
+QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.fixture(scope="session")
+def shell() -> InteractiveShell:
+    """A real InteractiveShell with det_nb loaded, shared so TF is imported once."""
+    ipython = InteractiveShell.instance()
+    ipython.run_line_magic("load_ext", "det_nb")
+    return ipython
+
+
+def start_python(code: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``code`` in a fresh interpreter (no state shared with the test process)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **QUIET_TF, **(env or {})},
+    )
+
+
+def result_of(process: subprocess.Popen, timeout: float = 300) -> dict:
+    """The JSON object a fresh interpreter printed on its last line of output."""
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_python(code: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``code`` in a fresh interpreter and return the JSON it printed last."""
+    return result_of(start_python(code, env))
