@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from det_nb.magics import DetMagics
@@ -16,9 +17,8 @@ def load(shell: Any) -> None:
     """Register the magics and their config traits; loading twice registers once."""
     if _registered(shell) is not None:
         return
-    magics = DetMagics(shell=shell, session=get_session(), parent=shell)
-    shell.register_magics(magics)
-    shell.configurables.append(magics)
+    # Magics.__init__ adds the instance to shell.configurables, which makes %config see it.
+    shell.register_magics(DetMagics(shell=shell, session=get_session(), parent=shell))
 
 
 def unload(shell: Any) -> None:
@@ -31,4 +31,8 @@ def unload(shell: Any) -> None:
             shell.magics_manager.magics[kind].pop(name, None)
     shell.magics_manager.registry.pop(type(magics).__name__, None)
     shell.configurables.remove(magics)
+    if "det_nb.dashboard" in sys.modules:
+        from det_nb.dashboard import close_dashboard
+
+        close_dashboard(magics.session)
     magics.session.close()

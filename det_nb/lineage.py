@@ -131,7 +131,8 @@ class Lineage:
 
     def summary(self) -> str:
         """One line: experiment seed -> trial -> trial seed."""
-        marks = "" if self.experiment_seed_origin == "given" else f" ({self.experiment_seed_origin})"
+        origin = self.experiment_seed_origin
+        marks = "" if origin == "given" else f" ({origin})"
         trial = "none" if self.trial is None else str(self.trial)
         return (
             f"experiment seed {self.experiment_seed}{marks} -> trial {trial} "

@@ -7,6 +7,7 @@ later; :meth:`Session.status` reads the sources back into a report.
 
 from __future__ import annotations
 
+import gc
 import weakref
 from collections.abc import Callable
 from types import ModuleType
@@ -77,7 +78,8 @@ class Session:
             elif source.installed() and source.module not in self._hooks:
                 self._register_hook(source.module)
         if self._rng is not None:
-            self._rng.bit_generator.state = _fresh_generator(self.lineage.trial_seed).state
+            fresh = _fresh_generator(self.lineage.trial_seed)
+            self._rng.bit_generator.state = fresh.bit_generator.state
         self._notify()
 
     def _apply_to(self, source: Source) -> None:
@@ -88,7 +90,7 @@ class Session:
             source.configure(self.settings)
             what = source.seed(self.lineage.trial_seed)
             self._seeded[source.name] = (what, source.fingerprint())
-        except Exception as error:  # noqa: BLE001 - an import hook must never break an import
+        except Exception as error:
             self._failed[source.name] = f"{type(error).__name__}: {error}"
 
     def _register_hook(self, module: str) -> None:
@@ -201,6 +203,8 @@ class Session:
         return Check(name, "ok", f"{what}; {moved}")
 
     def _keras_layers_check(self) -> Check:
+        if self._early_keras_generators:
+            gc.collect()  # layers the user dropped may only be held by reference cycles
         early = [g for g in self._early_keras_generators
                  if getattr(g, "_initial_seed", None) is None]
         if not early:

@@ -113,5 +113,6 @@ def test_bad_trial_and_scheme() -> None:
         make_lineage(1, -1)
     with pytest.raises(ValueError, match="scheme must be one of seedsequence, determined"):
         make_lineage(1, 1, "mt")
-    with pytest.raises(ValueError, match=rf"counts created trials from 1 .*\[1, {MAX_DETERMINED_TRIAL}\]"):
+    determined_range = rf"counts created trials from 1 .*\[1, {MAX_DETERMINED_TRIAL}\]"
+    with pytest.raises(ValueError, match=determined_range):
         make_lineage(1, 0, "determined")

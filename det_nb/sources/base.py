@@ -36,7 +36,7 @@ class Source(ABC):
     def seed(self, seed: int) -> str:
         """Seed the source's global state; return what was seeded, in words."""
 
-    def configure(self, settings: Settings) -> None:
+    def configure(self, settings: Settings) -> None:  # noqa: B027 - most sources have none
         """Apply thread and op-determinism settings; runs before :meth:`seed`."""
 
     def checks(self, settings: Settings) -> list[Check]:

@@ -1,0 +1,247 @@
+"""%det_seed through a real InteractiveShell: draws, re-seeding, bad input, config, unload."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from IPython.core.error import UsageError
+
+import det_nb
+from det_nb.magics import DetMagics
+
+TRIAL_SEED = 1129302213  # experiment 42, trial 3 (DESIGN.md)
+
+
+def draws() -> dict[str, list[float]]:
+    """One draw from every source, the way a user's code makes them."""
+    dropout = keras.layers.Dropout(0.5)
+    return {
+        "random": [random.random() for _ in range(3)],
+        "numpy": np.random.rand(3).tolist(),
+        "tf op": tf.random.normal([3]).numpy().tolist(),
+        "tf generator": tf.random.get_global_generator().normal([3]).numpy().tolist(),
+        "keras dropout": dropout(np.ones((1, 16)), training=True).numpy().tolist(),
+    }
+
+
+def plain_seeding(seed: int) -> None:
+    """What a user would write by hand with the libraries' own calls."""
+    keras.utils.set_random_seed(seed)  # random, NumPy, tf.random.set_seed, Keras
+    tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
+
+
+def prng_states() -> tuple:
+    return (
+        random.getstate(),
+        np.random.get_state()[1].tobytes(),
+        tf.random.get_global_generator().state.numpy().tobytes(),
+        det_nb.lineage(),
+    )
+
+
+def test_draws_equal_plain_library_calls_with_the_trial_seed(shell) -> None:
+    plain_seeding(TRIAL_SEED)
+    expected = draws()
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+    assert det_nb.lineage().trial_seed == TRIAL_SEED
+    assert draws() == expected
+
+
+def test_rerunning_det_seed_restarts_every_stream(shell) -> None:
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+    first = draws()
+    assert draws() != first  # the streams moved on ...
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+    assert draws() == first  # ... and re-seeding restarts them
+
+
+def test_no_trial_behaves_like_seed_everything(shell) -> None:
+    plain_seeding(42)
+    expected = draws()
+    shell.run_line_magic("det_seed", "42 --quiet")
+    assert draws() == expected
+
+
+def test_determined_scheme(shell) -> None:
+    shell.run_line_magic("det_seed", "42 --trial 2 --scheme determined --quiet")
+    assert det_nb.lineage().trial_seed == 1914837113
+
+
+def test_assigned_seed_is_shown_so_it_can_be_repeated(shell, capsys) -> None:
+    shell.run_line_magic("det_seed", "--trial 1")
+    lineage = det_nb.lineage()
+    assert lineage.experiment_seed_origin == "assigned"
+    assert f"experiment seed {lineage.experiment_seed} (assigned)" in capsys.readouterr().out
+
+
+def test_rng_is_default_rng_of_the_trial_seed_and_restarts(shell) -> None:
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+    generator = det_nb.rng()
+    first = generator.random(4)
+    np.testing.assert_array_equal(first, np.random.default_rng(TRIAL_SEED).random(4))
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+    np.testing.assert_array_equal(generator.random(4), first)
+
+
+def test_worker_seed(shell) -> None:
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+    assert [det_nb.worker_seed(w) for w in (0, 1)] == [406353823, 1282688488]
+
+
+def test_summary_text_is_deterministic(shell, capsys) -> None:
+    shell.run_line_magic("det_seed", "42 --trial 3")
+    first = capsys.readouterr().out
+    shell.run_line_magic("det_seed", "42 --trial 3")
+    assert capsys.readouterr().out == first
+    assert "trial seed 1129302213" in first
+    assert not re.search(r"0x[0-9a-f]{6,}|/tmp|/home|/root|\d\d:\d\d:\d\d", first)
+
+
+def test_quiet_prints_nothing(shell, capsys) -> None:
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+    assert capsys.readouterr().out == ""
+
+
+def test_status_reports_each_source_and_setting(shell) -> None:
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+    report = det_nb.status()
+    assert report.check("numpy").detail.startswith(f"np.random.seed({TRIAL_SEED})")
+    assert "no draws since seeding" in report.check("numpy").detail
+    np.random.rand()
+    assert "draws made since seeding" in det_nb.status().check("numpy").detail
+    # This process ran TF ops before seeding: pinning threads came too late, and says so.
+    assert report.check("tensorflow threads").state == "warn"
+    assert report.check("tensorflow op determinism").state == "off"
+    assert report.check("torch").state in ("off", "ok")
+    hash_check = report.check("hash randomisation")
+    assert hash_check.state in ("ok", "warn")
+    if hash_check.state == "warn":
+        assert "PYTHONHASHSEED=0" in hash_check.fix
+
+
+def test_deterministic_ops_flag(shell) -> None:
+    from tensorflow.python.framework import config
+
+    shell.run_line_magic("det_seed", "42 --deterministic-ops --quiet")
+    assert config.is_op_determinism_enabled()
+    assert det_nb.status().check("tensorflow op determinism").state == "ok"
+    tf.random.normal([2])  # seeded random ops still work under op determinism
+    tf.random.get_global_generator().normal([2])
+    shell.run_line_magic("det_seed", "42 --no-deterministic-ops --quiet")
+    assert not config.is_op_determinism_enabled()
+
+
+def test_keras_layers_built_before_seeding_are_reported(shell) -> None:
+    shell.run_cell("import keras\n%det_seed 42 --quiet\nearly = keras.layers.Dropout(0.5)")
+    shell.run_line_magic("det_seed", "42 --quiet")
+    check = det_nb.status().check("keras layers")
+    assert check.state == "warn"
+    assert "after %det_seed" in check.fix
+    shell.run_cell("del early")
+    assert det_nb.status().check("keras layers").state == "ok"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("abc", r"experiment seed must be an integer in \[0, 2147483647\], got 'abc'"),
+        ("4.5", r"experiment seed must be an integer in \[0, 2147483647\], got '4.5'"),
+        ("1e3", r"experiment seed must be an integer in \[0, 2147483647\], got '1e3'"),
+        ("-1", r"experiment seed must be an integer in \[0, 2147483647\], got -1"),
+        ("2147483648", r"must be an integer in \[0, 2147483647\], got 2147483648"),
+        ("42 43", "give one experiment seed, got 2: 42 43"),
+        ("42 --trial x", r"trial must be an integer in \[0, 2147483647\], got 'x'"),
+        ("42 --trial 2147483648", r"trial must be an integer in \[0, 2147483647\]"),
+        ("42 --scheme mt", "invalid choice: 'mt'"),
+        ("42 --trial 0 --scheme determined", r"counts created trials from 1"),
+        ("42 --frobnicate", "unrecognized arguments: --frobnicate"),
+        ("42 --threads 0", r"threads must be an integer >= 1"),
+        ("42 --threads two", r"threads must be an integer >= 1"),
+        ("42 --threads 2 --no-single-thread", "give one of them"),
+    ],
+)
+def test_bad_input_is_a_one_line_usage_error_and_changes_nothing(shell, line, message) -> None:
+    shell.run_line_magic("det_seed", "7 --trial 1 --quiet")
+    random.random()
+    np.random.rand()
+    before = prng_states()
+    with pytest.raises(UsageError, match=message) as error:
+        shell.run_line_magic("det_seed", line)
+    assert "\n" not in str(error.value)
+    assert prng_states() == before
+
+
+def test_usage_error_shows_as_one_line_in_a_cell(shell, capsys) -> None:
+    shell.run_cell("%det_seed 4.5")
+    out = capsys.readouterr()
+    text = (out.out + out.err).strip()
+    assert text.startswith("UsageError:") and "Traceback" not in text
+    assert len(text.splitlines()) == 1
+
+
+def test_python_api_raises_value_error(shell) -> None:
+    before = prng_states()
+    for kwargs in ({"seed": -1}, {"seed": 1, "trial": 2.5}, {"seed": 1, "threads": 0},
+                   {"seed": 1, "scheme": "nope"}):
+        with pytest.raises(ValueError):
+            det_nb.seed(**kwargs)
+    assert prng_states() == before
+
+
+def test_help_is_generated_from_the_arguments(shell) -> None:
+    doc = shell.find_line_magic("det_seed").__doc__
+    for flag in ("--trial", "--scheme", "--threads", "--no-single-thread",
+                 "--deterministic-ops", "--no-deterministic-ops", "--quiet"):
+        assert flag in doc
+
+
+def test_config_changes_defaults(shell) -> None:
+    magics = next(c for c in shell.configurables if isinstance(c, DetMagics))
+    try:
+        shell.run_line_magic("config", "DetMagics.single_thread = False")
+        shell.run_line_magic("det_seed", "42 --quiet")
+        assert det_nb.get_session().settings.threads is None
+        shell.run_line_magic("config", "DetMagics.deterministic_ops = True")
+        shell.run_line_magic("det_seed", "42 --quiet")
+        assert det_nb.get_session().settings.deterministic_ops
+        shell.run_line_magic("det_seed", "42 --single-thread --no-deterministic-ops --quiet")
+        assert det_nb.get_session().settings.threads == 1
+        assert not det_nb.get_session().settings.deterministic_ops
+    finally:
+        magics.single_thread, magics.deterministic_ops = True, False
+    shell.run_line_magic("det_seed", "42 --quiet")
+
+
+def test_threads_after_tf_started_are_reported_too_late_not_raised(shell) -> None:
+    # TF's runtime started with default pools at this module's first op; see
+    # test_processes.py for threads pinned in a fresh kernel.
+    shell.run_line_magic("det_seed", "42 --threads 4 --quiet")
+    check = det_nb.status().check("tensorflow threads")
+    assert check.state == "warn"
+    assert "could not pin to 4" in check.detail
+    assert "restart" in check.fix and "TF_NUM_INTRAOP_THREADS=4" in check.fix
+    shell.run_line_magic("det_seed", "42 --no-single-thread --quiet")
+    assert det_nb.status().check("tensorflow threads").state == "off"
+
+
+def test_load_twice_registers_once_and_reload_works(shell) -> None:
+    def registered() -> int:
+        return sum(isinstance(c, DetMagics) for c in shell.configurables)
+
+    det_nb.load_ipython_extension(shell)
+    assert registered() == 1
+    shell.run_line_magic("reload_ext", "det_nb")
+    assert registered() == 1
+    shell.run_line_magic("unload_ext", "det_nb")
+    assert registered() == 0
+    assert shell.find_line_magic("det_seed") is None
+    with pytest.raises(UsageError):
+        shell.run_line_magic("det_seed", "42")
+    shell.run_line_magic("load_ext", "det_nb")
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+    assert det_nb.lineage().trial_seed == TRIAL_SEED
