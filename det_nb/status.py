@@ -84,7 +84,7 @@ class Report:
     def __str__(self) -> str:
         return self.text()
 
-    def _repr_pretty_(self, printer, cycle: bool) -> None:  # noqa: ANN001 - IPython API
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
         printer.text(self.text())
 
     def _repr_html_(self) -> str:
