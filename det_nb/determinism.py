@@ -13,6 +13,7 @@ from types import ModuleType
 
 from det_nb.status import Check
 
+KERNEL_MARKER = "DET_NB_KERNEL"  # set in the env of kernels `python -m det_nb kernel` installs
 THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 CUBLAS_DETERMINISTIC = ":4096:8"
@@ -28,11 +29,13 @@ class Settings:
 
     ``threads``: TF intra- and inter-op threads to pin (1 = single-thread mode), or None
     to leave TF's pools alone. ``deterministic_ops``: TF op determinism and torch's
-    deterministic algorithms.
+    deterministic algorithms. ``per_cell``: re-seed before every cell from (trial seed,
+    cell text), so a cell's draws do not depend on execution order.
     """
 
     threads: int | None = 1
     deterministic_ops: bool = False
+    per_cell: bool = False
 
     def __post_init__(self) -> None:
         validate_threads(self.threads)
@@ -159,8 +162,10 @@ def torch_determinism_check(torch: ModuleType) -> Check:
 def hash_seed_check() -> Check:
     """Python's str/bytes hash randomisation, fixed only at interpreter start."""
     fixed = os.environ.get("PYTHONHASHSEED", "")
+    kernel = os.environ.get(KERNEL_MARKER)
     if not sys.flags.hash_randomization:
-        return Check("hash randomisation", "ok", "off (PYTHONHASHSEED=0 at start)")
+        where = f"by the det_nb kernel {kernel!r}" if kernel else "at start"
+        return Check("hash randomisation", "ok", f"off (PYTHONHASHSEED=0 {where})")
     if fixed.isdigit():
         return Check("hash randomisation", "ok", f"fixed by PYTHONHASHSEED={fixed} at start")
     return Check(

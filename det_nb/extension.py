@@ -18,7 +18,12 @@ def load(shell: Any) -> None:
     if _registered(shell) is not None:
         return
     # Magics.__init__ adds the instance to shell.configurables, which makes %config see it.
-    shell.register_magics(DetMagics(shell=shell, session=get_session(), parent=shell))
+    # IPython picks the banner tip with the global random.choice on every kernel_info
+    # request (each front-end (re)connect), which would move the seeded Python stream.
+    shell.enable_tip = False
+    magics = DetMagics(shell=shell, session=get_session(), parent=shell)
+    shell.register_magics(magics)
+    shell.events.register("pre_run_cell", magics.before_cell)
 
 
 def unload(shell: Any) -> None:
@@ -31,6 +36,7 @@ def unload(shell: Any) -> None:
             shell.magics_manager.magics[kind].pop(name, None)
     shell.magics_manager.registry.pop(type(magics).__name__, None)
     shell.configurables.remove(magics)
+    shell.events.unregister("pre_run_cell", magics.before_cell)
     if "det_nb.dashboard" in sys.modules:
         from det_nb.dashboard import close_dashboard
 

@@ -6,6 +6,7 @@ README and pinned by ``tests/test_lineage.py``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ MAX_DETERMINED_TRIAL = 1_000_000
 # Words the master draws per created trial: four for the request UUID, one for the seed.
 _WORDS_PER_TRIAL = 5
 
-ORIGINS = ("given", "assigned")
+ORIGINS = ("given", "assigned", "cluster")
 
 
 def validate_seed(value: object, name: str = "seed") -> int:
@@ -77,13 +78,24 @@ def determined_seed(experiment_seed: int, trial: int) -> int:
     return int(words[-1]) & MAX_SEED
 
 
+def cell_key(source: str) -> int:
+    """A cell's identity for per-cell seeding: its source text, as every front end sends it.
+
+    Line endings and trailing whitespace are normalised (front ends differ there); the
+    key is the first 8 bytes of the SHA-256 of the UTF-8 text, little-endian.
+    """
+    text = source.replace("\r\n", "\n").rstrip()
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+
+
 @dataclass(frozen=True)
 class Lineage:
     """Where every seed of a run came from.
 
-    ``experiment_seed_origin`` is ``given`` (by the user) or ``assigned`` (by det_nb, from
-    the clock, as Determined's master does). ``trial_seed`` is derived once, at
-    construction; with no trial it is the experiment seed itself.
+    ``experiment_seed_origin`` is ``given`` (by the user), ``assigned`` (by det_nb, from
+    the clock, as Determined's master does) or ``cluster`` (the trial seed a Determined
+    cluster gave this trial). ``trial_seed`` is derived once, at construction; with no
+    trial it is the experiment seed itself.
     """
 
     experiment_seed: int
@@ -129,6 +141,10 @@ class Lineage:
         worker = validate_seed(worker, "worker")
         return seedsequence_seed(self.experiment_seed, self.trial or 0, worker)
 
+    def cell_seed(self, source: str) -> int:
+        """Seed for a cell under per-cell re-seeding: (trial seed, the cell's source text)."""
+        return seedsequence_seed(self.trial_seed, cell_key(source))
+
     def summary(self) -> str:
         """One line: experiment seed -> trial -> trial seed."""
         origin = self.experiment_seed_origin
@@ -150,11 +166,23 @@ def make_lineage(
     trial: object = None,
     scheme: str = "seedsequence",
     *,
+    cluster_seed: int | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Lineage:
-    """Validate user input and build a Lineage; assign an experiment seed when none is given."""
+    """Validate user input and build a Lineage.
+
+    With no seed: inside a Determined trial (``cluster_seed``) adopt its trial seed, so the
+    notebook seeds as on the cluster; elsewhere assign an experiment seed from the clock.
+    """
     validate_scheme(scheme)
     trial_number = None if trial is None else validate_seed(trial, "trial")
+    if seed is None and cluster_seed is not None:
+        if trial_number is not None:
+            raise ValueError(
+                "on a Determined cluster the trial seed comes from the cluster; give an "
+                "experiment seed to derive trials yourself"
+            )
+        return Lineage(cluster_seed, None, scheme, "cluster")
     if seed is None:
         return Lineage(assign_seed(clock), trial_number, scheme, "assigned")
     return Lineage(validate_seed(seed, "experiment seed"), trial_number, scheme, "given")

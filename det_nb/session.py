@@ -17,7 +17,9 @@ import wrapt
 from wrapt import importer as wrapt_importer
 
 from det_nb import determinism
+from det_nb.cluster import cluster_trial_seed
 from det_nb.determinism import Settings
+from det_nb.import_guard import ImportGuard
 from det_nb.lineage import Lineage, make_lineage
 from det_nb.sources import Source, default_sources
 from det_nb.sources.keras import Keras
@@ -33,9 +35,13 @@ class Session:
         self.sources = default_sources() if sources is None else sources
         self.lineage: Lineage | None = None
         self.settings = Settings()
+        self.applied_seed: int | None = None  # trial seed, or the cell seed under per-cell
+        self.last_cell_seed: int | None = None
+        self.cluster_seed: int | None = None  # the Determined trial's seed, when on a cluster
         self._seeded: dict[str, tuple[str, str | None]] = {}  # name -> (what, fingerprint)
         self._failed: dict[str, str] = {}  # name -> error raised while applying
         self._hooks: dict[str, Callable[[ModuleType], None]] = {}  # module -> pending hook
+        self._import_guard = ImportGuard()
         self._listeners: list[Callable[[], None]] = []
         self._rng: Any = None  # numpy Generator, made on first det_nb.rng()
         self._early_keras_generators: weakref.WeakSet = weakref.WeakSet()
@@ -50,26 +56,38 @@ class Session:
         scheme: str = "seedsequence",
         threads: int | None = 1,
         deterministic_ops: bool = False,
+        per_cell: bool = False,
     ) -> Lineage:
         """Validate everything, then seed every source and apply the settings.
 
         Raises ValueError (and changes nothing) on bad input. With no seed, one is
         assigned from the clock and shown in the lineage.
         """
-        lineage = make_lineage(seed, trial, scheme)
-        settings = Settings(determinism.validate_threads(threads), bool(deterministic_ops))
-        self.lineage, self.settings = lineage, settings
-        self._apply()
+        cluster_seed = cluster_trial_seed()
+        lineage = make_lineage(seed, trial, scheme, cluster_seed=cluster_seed)
+        settings = Settings(
+            determinism.validate_threads(threads), bool(deterministic_ops), bool(per_cell)
+        )
+        self.lineage, self.settings, self.cluster_seed = lineage, settings, cluster_seed
+        self.last_cell_seed = None
+        self._apply(lineage.trial_seed)
         return lineage
 
     def reseed(self) -> Lineage:
         """Restart every stream from the current lineage (ValueError if there is none)."""
         if self.lineage is None:
             raise ValueError(NOT_SEEDED)
-        self._apply()
+        self._apply(self.lineage.trial_seed)
         return self.lineage
 
-    def _apply(self) -> None:
+    def before_cell(self, source: str) -> None:
+        """With per-cell re-seeding on, seed everything from (trial seed, cell text)."""
+        if self.lineage is not None and self.settings.per_cell:
+            self.last_cell_seed = self.lineage.cell_seed(source)
+            self._apply(self.last_cell_seed)
+
+    def _apply(self, seed: int) -> None:
+        self.applied_seed = seed
         self._seeded.clear()
         self._failed.clear()
         for source in self.sources:
@@ -78,8 +96,7 @@ class Session:
             elif source.installed() and source.module not in self._hooks:
                 self._register_hook(source.module)
         if self._rng is not None:
-            fresh = _fresh_generator(self.lineage.trial_seed)
-            self._rng.bit_generator.state = fresh.bit_generator.state
+            self._rng.bit_generator.state = _fresh_generator(seed).bit_generator.state
         self._notify()
 
     def _apply_to(self, source: Source) -> None:
@@ -88,7 +105,7 @@ class Session:
             self._early_keras_generators = weakref.WeakSet(source.generators())
         try:
             source.configure(self.settings)
-            what = source.seed(self.lineage.trial_seed)
+            what = source.seed(self.applied_seed)
             self._seeded[source.name] = (what, source.fingerprint())
         except Exception as error:
             self._failed[source.name] = f"{type(error).__name__}: {error}"
@@ -96,13 +113,17 @@ class Session:
     def _register_hook(self, module: str) -> None:
         def on_import(_module: ModuleType) -> None:
             self._hooks.pop(module, None)
+            self._import_guard.watched.discard(module)
             if self.lineage is not None:
                 for source in self.sources:
                     if source.module == module:
                         self._apply_to(source)
+                self._import_guard.imported(module)
                 self._notify()
 
         self._hooks[module] = on_import
+        self._import_guard.watched.add(module)
+        self._import_guard.install()
         wrapt.register_post_import_hook(on_import, module)
 
     def close(self) -> None:
@@ -113,6 +134,7 @@ class Session:
                 if hook in pending:
                     pending.remove(hook)
         self._hooks.clear()
+        self._import_guard.uninstall()
         self._listeners.clear()
 
     @property
@@ -147,18 +169,30 @@ class Session:
         """The session's NumPy Generator: ``np.random.default_rng(trial_seed)``.
 
         The same object every call; re-seeding restarts its stream in place, so a
-        reference held by the user restarts too.
+        reference held by the user restarts too (per-cell: from the cell's seed).
         """
-        lineage = self._require_lineage()
+        self._require_lineage()
         if self._rng is None:
-            self._rng = _fresh_generator(lineage.trial_seed)
+            self._rng = _fresh_generator(self.applied_seed)
         return self._rng
 
+    def rng_state(self) -> dict | None:
+        """The state of :meth:`rng`'s Generator, or None before it was made (for save_state)."""
+        return None if self._rng is None else self._rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        """Put :meth:`rng`'s Generator (made now if need be) in ``state`` (for load_state)."""
+        self.rng().bit_generator.state = state
+
     def jax_key(self) -> Any:
-        """``jax.random.key(trial_seed)`` (imports JAX: only call it where JAX is used)."""
+        """``jax.random.key(seed)`` with the seed in force (trial seed, or the cell's seed).
+
+        Imports JAX: call it only where JAX is used.
+        """
         import jax
 
-        return jax.random.key(self._require_lineage().trial_seed)
+        self._require_lineage()
+        return jax.random.key(self.applied_seed)
 
     def worker_seed(self, worker: int) -> int:
         """Seed of data-loader worker or rank ``worker`` of the current trial."""
@@ -175,10 +209,37 @@ class Session:
                 checks.extend(source.checks(self.settings))
             if isinstance(source, Keras) and source.name in self._seeded:
                 checks.append(self._keras_layers_check())
+        if self.cluster_seed is not None:
+            checks.append(self._cluster_check())
+        checks.append(self._per_cell_check())
+        from det_nb import state  # it builds on the session
+
+        checks.append(state.status_check(self))
         checks.append(determinism.hash_seed_check())
         checks.append(determinism.gpu_check(determinism.visible_gpus(),
                                             self.settings.deterministic_ops))
         return Report(self.lineage, tuple(checks))
+
+    def _cluster_check(self) -> Check:
+        if self.lineage.experiment_seed_origin == "cluster":
+            return Check("determined cluster", "ok",
+                         f"adopted the Determined trial's seed {self.cluster_seed}")
+        return Check(
+            "determined cluster", "warn",
+            f"an explicit seed overrides the cluster's trial seed {self.cluster_seed}: draws "
+            "differ from the cluster run's", "%det_seed with no seed adopts the cluster's",
+        )
+
+    def _per_cell_check(self) -> Check:
+        if not self.settings.per_cell:
+            return Check(
+                "per-cell seeding", "off",
+                "off: draws continue from %det_seed across cells, so they depend on the order "
+                "cells run in", "%det_seed SEED --per-cell",
+            )
+        last = "" if self.last_cell_seed is None else f"; last cell seed {self.last_cell_seed}"
+        return Check("per-cell seeding", "ok",
+                     f"on: every cell re-seeded from (trial seed, cell text){last}")
 
     def _source_check(self, source: Source) -> Check:
         name = source.name
@@ -186,7 +247,7 @@ class Session:
             return Check(name, "off", "not installed")
         if self.lineage is None:
             return Check(name, "off", "not seeded yet", "%det_seed SEED")
-        seed = self.lineage.trial_seed
+        seed = self.applied_seed
         if name in self._failed:
             return Check(name, "warn", f"seeding failed: {self._failed[name]}",
                          "fix the error above, then run %det_seed again")
@@ -200,7 +261,8 @@ class Session:
         if current is None:
             return Check(name, "ok", what)
         moved = "no draws since seeding" if current == seeded_print else "draws made since seeding"
-        return Check(name, "ok", f"{what}; {moved}")
+        covers = f"{source.fingerprint_covers}: " if source.fingerprint_covers else ""
+        return Check(name, "ok", f"{what}; {covers}{moved}")
 
     def _keras_layers_check(self) -> Check:
         if self._early_keras_generators:
@@ -208,11 +270,11 @@ class Session:
         early = [g for g in self._early_keras_generators
                  if getattr(g, "_initial_seed", None) is None]
         if not early:
-            return Check("keras layers", "ok", "no random layer built before seeding is alive")
+            return Check("keras layers", "ok", "every live random layer was built after seeding")
         return Check(
             "keras layers", "warn",
-            f"{len(early)} random layer state(s) (Keras SeedGenerator) built before seeding "
-            "keep unseeded state",
+            f"{len(early)} random layer(s) (Keras SeedGenerator) built before the latest "
+            "seeding keep their earlier random state and do not restart",
             "re-run the cells that build the model after %det_seed",
         )
 

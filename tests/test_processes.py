@@ -51,6 +51,20 @@ print(json.dumps({
     assert result["op equal"] and result["generator equal"]
 
 
+def test_importing_a_framework_after_det_seed_does_not_move_the_users_streams() -> None:
+    # Keras imports rich, which draws from Python's random at import time.
+    result = run_python(SHELL + """
+import random
+import det_nb
+det_nb.seed(42)
+import keras
+after_import = random.random()
+det_nb.seed(42)
+print(json.dumps({"import": after_import, "reseed": random.random()}))
+""")
+    assert result["import"] == result["reseed"]
+
+
 def test_tf_started_before_det_seed_gives_the_too_late_status() -> None:
     result = run_python(SHELL + """
 import tensorflow as tf
@@ -120,3 +134,27 @@ def test_training_in_two_fresh_processes_gives_identical_weights() -> None:
     first, second, other_trial = (result_of(run) for run in runs)
     assert first == second
     assert other_trial["weights"] != first["weights"]  # the hash does see a change
+
+
+REDUCTION = """
+import json
+SEED_WITH_DET_NB
+import tensorflow as tf
+tf.random.set_seed(0)
+print(json.dumps({"sum": float(tf.reduce_sum(tf.random.normal([4_000_000])))}))
+"""
+
+
+def reduction_sums(with_det_nb: bool) -> list[float]:
+    seeding = "import det_nb; det_nb.seed(0)" if with_det_nb else ""
+    code = REDUCTION.replace("SEED_WITH_DET_NB", seeding)
+    runs = [start_python(code, env={"TF_NUM_INTRAOP_THREADS": str(n)}) for n in (8, 32)]
+    return [result_of(run)["sum"] for run in runs]
+
+
+def test_thread_count_changes_floats_and_single_thread_mode_removes_that() -> None:
+    # Like two machines with 8 and 32 cores: TF's default is one thread per core.
+    eight, thirty_two = reduction_sums(with_det_nb=False)
+    assert eight != thirty_two  # the test can see the difference ...
+    eight, thirty_two = reduction_sums(with_det_nb=True)
+    assert eight == thirty_two  # ... and single-thread mode makes it go away
