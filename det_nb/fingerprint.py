@@ -1,0 +1,610 @@
+"""Fingerprints of notebook values, and what differs between two of them.
+
+``%%det_check`` runs a cell several times and must tell whether what it produced is the
+same each time. Comparing whole objects would mean keeping copies of every run's results,
+so each value is reduced to a :class:`Fingerprint`: a 128-bit xxh3 hash of its type,
+structure, dtype, shape and exact bits, plus a short summary for the report. Array buffers
+are hashed in place (zero-copy when C-contiguous, in cache-sized C-order blocks when not),
+so a fingerprint costs about one pass over memory and equal values hash equal whatever
+their memory layout. Only when two fingerprints differ are the values themselves walked,
+by :func:`describe_difference`, to say what differs and where.
+
+Supported: None, bool, int, float, complex, str, bytes, bytearray; lists, tuples, dicts
+and sets of supported values; NumPy arrays and scalars (masked arrays with their mask);
+NumPy and Python random generators (by their state); TensorFlow tensors and variables,
+Keras variables, Keras models and layers (by their weights) and torch tensors. Frameworks
+are never imported here: they are recognised only if the user's code already imported
+them. Anything else yields :class:`Unfingerprintable` with the reason, never a pass.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import sys
+import types
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import xxhash
+
+# Non-contiguous arrays are copied to C order this many bytes at a time (fits in cache).
+_BLOCK_BYTES = 4 << 20
+# Columns per tile when such a block is laid out transposed (see _copy_in_c_order).
+_TILE_COLUMNS = 256
+# Exactly these types (not subclasses such as numpy.float64) take the fast path.
+_PLAIN_SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes})
+# Deeper nesting than this is reported as unfingerprintable rather than risking recursion.
+_MAX_DEPTH = 100
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A value's identity for comparing runs: equal values give equal fingerprints."""
+
+    digest: bytes  # xxh3_128 of type, structure, dtype, shape and bits
+    summary: str  # e.g. "ndarray float64 (3, 4)", "dict (2 keys)"
+
+
+@dataclass(frozen=True)
+class Unfingerprintable:
+    """A value that cannot be fingerprinted, and why (shown as "unchecked")."""
+
+    summary: str  # the type name
+    reason: str
+
+
+@dataclass(frozen=True, eq=False)  # compare snapshots with describe_difference, not ==
+class Snapshot:
+    """An independent, materialised copy of a value, comparable like the value itself.
+
+    Needed only for values changed in place between runs, whose earlier state would
+    otherwise be lost before it can be compared.
+    """
+
+    view: _View
+
+
+class _View(NamedTuple):
+    """How a value is walked: one of the categories below, a type name, and its contents.
+
+    category  payload
+    array     an ndarray (the value's data, in its own memory where possible)
+    scalar    an immutable Python value (None, bool, int, float, complex, str, bytes)
+    seq       a sequence of children, addressed ``[i]``
+    map       a mapping of children, addressed ``[key]``
+    attrs     a mapping of children, addressed ``.name`` (parts of one object)
+    state     like attrs, for a random generator's state: its parts are not shown
+    set       an iterable of children, compared regardless of order
+    bad       the reason the value is not supported
+    """
+
+    category: str
+    kind: str
+    payload: Any
+    summary: str
+
+
+class _Unsupported(Exception):
+    """Raised inside a walk; ``path`` grows as it leaves nested containers."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.path = path
+        self.reason = reason
+
+
+def fingerprint(value: object) -> Fingerprint | Unfingerprintable:
+    """Hash ``value`` (see the module docstring for what is supported)."""
+    view = _classify(value)
+    if view.category == "bad":
+        return Unfingerprintable(view.kind, view.payload)
+    hasher = xxhash.xxh3_128()
+    try:
+        _feed_view(hasher, view, id(value), 0, set())
+    except _Unsupported as exc:
+        where = f"at {exc.path}: " if exc.path else ""
+        return Unfingerprintable(view.kind, f"{where}{exc.reason}")
+    return Fingerprint(hasher.digest(), view.summary)
+
+
+def snapshot(value: object) -> Snapshot:
+    """Copy ``value`` (arrays, tensors, weights, containers) so later changes don't reach it.
+
+    Raises ValueError for a value that :func:`fingerprint` does not support.
+    """
+    return _snapshot(value, 0)
+
+
+def describe_difference(
+    a: object, b: object, name: str = "value", labels: tuple[str, str] = ("run 1", "run 2")
+) -> str | None:
+    """Say where ``a`` and ``b`` first differ, or None if they are bit-for-bit equal.
+
+    The answer starts with the path of the difference below ``name`` (``d['meta']['t']``)
+    and gives type, dtype, shape or length, the first differing key or index, and for
+    numbers the (maximum) absolute difference. ``labels`` name the two sides.
+    """
+    digest = _digest(a)
+    if digest is not None and digest == _digest(b):
+        return None
+    found = _diff(a, b, name, labels, 0)
+    return found or f"{name}: differs in a way no element shows (e.g. the type of a dict key)"
+
+
+# -- classification --------------------------------------------------------------------
+
+
+def _classify(value: object) -> _View:
+    """Decide how to walk ``value``; frameworks are looked up only if already imported."""
+    if type(value) in _PLAIN_SCALARS:  # fast path for the elements of big lists
+        return _View("scalar", type(value).__name__, value, _scalar_summary(value))
+    if isinstance(value, Snapshot):
+        return value.view
+    if isinstance(value, np.ma.MaskedArray):
+        parts = {"data": np.asarray(value.data), "mask": np.ma.getmaskarray(value)}
+        return _View("attrs", "MaskedArray", parts, _array_summary("MaskedArray", value))
+    if isinstance(value, np.ndarray):
+        if value.dtype.hasobject and value.dtype.fields is not None:
+            return _bad(value, "structured arrays with object fields are not supported")
+        return _View("array", "ndarray", value, _array_summary("ndarray", value))
+    if isinstance(value, np.generic):
+        return _View("array", "numpy scalar", np.asarray(value), f"numpy {value.dtype.name}")
+    if isinstance(value, (type(None), bool, int, float, complex, str, bytes)):
+        return _View("scalar", type(value).__name__, value, _scalar_summary(value))
+    if isinstance(value, bytearray):
+        return _View("scalar", "bytearray", bytes(value), f"bytearray (len {len(value)})")
+    if isinstance(value, (list, tuple)):
+        kind = type(value).__name__
+        return _View("seq", kind, value, f"{kind} (len {len(value)})")
+    if isinstance(value, dict):
+        kind = type(value).__name__
+        return _View("map", kind, value, f"{kind} ({len(value)} keys)")
+    if isinstance(value, (set, frozenset)):
+        kind = type(value).__name__
+        return _View("set", kind, value, f"{kind} (len {len(value)})")
+    rng_state = _rng_state(value)
+    if rng_state is not None:
+        kind = type(value).__name__
+        return _View("state", kind, rng_state, f"{kind} (by its state)")
+    return _framework_view(value)
+
+
+def _framework_view(value: object) -> _View:
+    """TensorFlow, Keras and torch values, recognised without importing the framework."""
+    kind = type(value).__name__
+    keras = sys.modules.get("keras")
+    tf = sys.modules.get("tensorflow")
+    torch = sys.modules.get("torch")
+    if keras is not None and isinstance(value, getattr(keras, "Variable", ())):
+        return _tensor_view(value, "keras.Variable", lambda: np.asarray(value.numpy()))
+    if tf is not None and isinstance(value, getattr(tf, "Variable", ())):
+        return _tensor_view(value, "tf.Variable", lambda: np.asarray(value.numpy()))
+    if tf is not None and getattr(tf, "is_tensor", lambda _: False)(value):
+        # EagerTensor.__array__ shares the tensor's memory (tensors are immutable).
+        return _tensor_view(value, "tf.Tensor", lambda: np.asarray(value))
+    if torch is not None and isinstance(value, getattr(torch, "Tensor", ())):
+        return _tensor_view(value, "torch.Tensor", lambda: _torch_array(value))
+    if callable(getattr(type(value), "get_weights", None)) and hasattr(value, "weights"):
+        # By position, not by path: Keras numbers layer names per session ("dense_3"),
+        # so the same model built twice has different paths but must compare equal.
+        weights = list(value.weights)
+        return _View("attrs", kind, {"weights": weights}, f"{kind} ({len(weights)} weights)")
+    return _bad(value, _why_unsupported(value))
+
+
+def _tensor_view(value: Any, kind: str, to_array: Callable[[], np.ndarray]) -> _View:
+    try:
+        array = to_array()
+    except Exception as exc:  # symbolic tensors and the like have no value to hash
+        return _View("bad", kind, f"its value cannot be read ({type(exc).__name__})", kind)
+    # The framework's own dtype name: "string" for a TF string tensor, not "object".
+    dtype = getattr(value, "dtype", array.dtype)
+    dtype_name = getattr(dtype, "name", None) or str(dtype).removeprefix("torch.")
+    return _View("array", kind, array, f"{kind} {dtype_name} {tuple(array.shape)}")
+
+
+def _torch_array(tensor: Any) -> np.ndarray:
+    """A torch tensor's values; bfloat16 (no NumPy dtype) is widened exactly to float32."""
+    tensor = tensor.detach().cpu()
+    try:
+        return tensor.numpy()
+    except TypeError:
+        return tensor.float().numpy()
+
+
+def _rng_state(value: object) -> dict[str, object] | None:
+    """The state of a NumPy or Python random generator, which decides its next draws."""
+    if isinstance(value, np.random.Generator):
+        return {"bit_generator.state": value.bit_generator.state}
+    if isinstance(value, np.random.BitGenerator):
+        return {"state": value.state}
+    if isinstance(value, np.random.RandomState):
+        return {"get_state()": value.get_state(legacy=False)}
+    if isinstance(value, random.Random) and not isinstance(value, random.SystemRandom):
+        return {"getstate()": value.getstate()}
+    return None
+
+
+def _why_unsupported(value: object) -> str:
+    if isinstance(value, random.SystemRandom):
+        return "SystemRandom draws from the operating system and has no state"
+    if isinstance(value, types.ModuleType):
+        return "modules are not fingerprinted"
+    if isinstance(value, type):
+        return "classes are not fingerprinted"
+    if callable(value):
+        return "functions and other callables are not fingerprinted"
+    if hasattr(value, "read") or hasattr(value, "write"):
+        return "files and streams have no comparable value"
+    return f"{type(value).__name__} is not a supported type"
+
+
+def _bad(value: object, reason: str) -> _View:
+    kind = type(value).__name__
+    return _View("bad", kind, reason, kind)
+
+
+def _array_summary(kind: str, array: Any) -> str:
+    return f"{kind} {array.dtype.name} {tuple(array.shape)}"
+
+
+def _scalar_summary(value: object) -> str:
+    kind = type(value).__name__
+    return f"{kind} (len {len(value)})" if isinstance(value, (str, bytes)) else kind
+
+
+# -- hashing ---------------------------------------------------------------------------
+
+
+def _digest(value: object) -> bytes | None:
+    """The xxh3_128 digest of ``value``, or None if it cannot be hashed."""
+    hasher = xxhash.xxh3_128()
+    try:
+        _feed(hasher, value, 0, set())
+    except _Unsupported:
+        return None
+    return hasher.digest()
+
+
+def _feed(hasher: Any, value: object, depth: int, active: set[int]) -> None:
+    _feed_view(hasher, _classify(value), id(value), depth, active)
+
+
+def _feed_view(hasher: Any, view: _View, ident: int, depth: int, active: set[int]) -> None:
+    """Stream a value into ``hasher``: a tag for category and type, then its contents.
+
+    Every variable-length part is length-prefixed, so distinct values cannot collide by
+    concatenation. ``active`` holds the ids of the containers on the current path, to
+    refuse cycles; ``ident`` is the value's id.
+    """
+    if view.category == "bad":
+        raise _Unsupported("", view.payload)
+    if depth > _MAX_DEPTH:
+        raise _Unsupported("", f"nested more than {_MAX_DEPTH} levels deep")
+    _feed_bytes(hasher, f"{view.category}:{view.kind}".encode())
+    if view.category == "array":
+        _feed_array(hasher, view.payload, depth, active)
+        return
+    if view.category == "scalar":
+        _feed_scalar(hasher, view.payload)
+        return
+    if ident in active:
+        raise _Unsupported("", "it contains itself")
+    active.add(ident)
+    try:
+        _feed_children(hasher, view, depth, active)
+    finally:
+        active.discard(ident)
+
+
+def _feed_children(hasher: Any, view: _View, depth: int, active: set[int]) -> None:
+    payload = view.payload
+    hasher.update(struct.pack("<Q", len(payload)))
+    if view.category == "set":
+        digests = []
+        for item in payload:
+            sub = xxhash.xxh3_128()
+            _feed_child(sub, item, lambda: "{...}", depth, active)
+            digests.append(sub.digest())
+        hasher.update(b"".join(sorted(digests)))
+        return
+    category = view.category
+    for key, child in _children(view):
+        if category != "seq":
+            _feed_child(hasher, key, lambda k=key: _step(category, k) + " (key)", depth, active)
+        _feed_child(hasher, child, lambda k=key: _step(category, k), depth, active)
+
+
+def _feed_child(
+    hasher: Any, child: object, step: Callable[[], str], depth: int, active: set[int]
+) -> None:
+    """Feed a child; if it is unsupported, prefix its path with ``step()`` (made lazily)."""
+    try:
+        _feed(hasher, child, depth + 1, active)
+    except _Unsupported as exc:
+        raise _Unsupported(step() + exc.path, exc.reason) from None
+
+
+def _feed_scalar(hasher: Any, value: object) -> None:
+    if isinstance(value, float):
+        hasher.update(struct.pack("<d", value))
+    elif isinstance(value, complex):
+        hasher.update(struct.pack("<dd", value.real, value.imag))
+    elif isinstance(value, int):  # bool included; the tag tells them apart
+        number = int(value)  # bytes, not str(): str() refuses ints of over 4300 digits
+        _feed_bytes(hasher, number.to_bytes(number.bit_length() // 8 + 1, "little", signed=True))
+    elif isinstance(value, str):
+        _feed_bytes(hasher, value.encode("utf-8", "surrogatepass"))
+    elif isinstance(value, bytes):
+        _feed_bytes(hasher, value)
+
+
+def _feed_array(hasher: Any, array: np.ndarray, depth: int, active: set[int]) -> None:
+    """Hash dtype, shape and the elements in C order, without copying the whole array."""
+    _feed_bytes(hasher, str(array.dtype.descr if array.dtype.fields else array.dtype.str).encode())
+    _feed_bytes(hasher, repr(tuple(array.shape)).encode())
+    if array.dtype.hasobject:
+        for index, item in enumerate(array.ravel()):
+            _feed_child(hasher, item, lambda i=index: _index_text(np.unravel_index(i, array.shape)),
+                        depth, active)
+    elif array.flags.c_contiguous:
+        hasher.update(array.reshape(-1).view(np.uint8))
+    else:
+        buffer = np.empty(0, array.dtype)  # reused: one allocation, not one per block
+        for _, (block,) in _blocks((array,)):
+            if buffer.size < block.size:
+                buffer = np.empty(block.size, array.dtype)
+            out = buffer[: block.size].reshape(block.shape)
+            _copy_in_c_order(out, block)
+            hasher.update(out.reshape(-1).view(np.uint8))
+
+
+def _copy_in_c_order(out: np.ndarray, block: np.ndarray) -> None:
+    """Copy ``block`` into C-contiguous ``out``, in column tiles if it is laid out transposed.
+
+    When the last axis is not the one closest together in memory (Fortran order, ``.T``),
+    a plain copy reads one element per memory page; copying ``_TILE_COLUMNS`` columns at a
+    time keeps the pages touched few enough for the TLB (about 3x faster).
+    """
+    strides = [abs(s) for s, n in zip(block.strides, block.shape, strict=True) if n > 1]
+    if block.ndim < 2 or not strides or abs(block.strides[-1]) == min(strides):
+        np.copyto(out, block)
+        return
+    for start in range(0, block.shape[-1], _TILE_COLUMNS):
+        columns = slice(start, start + _TILE_COLUMNS)
+        np.copyto(out[..., columns], block[..., columns])
+
+
+def _feed_bytes(hasher: Any, data: bytes) -> None:
+    hasher.update(struct.pack("<Q", len(data)))
+    hasher.update(data)
+
+
+def _blocks(arrays: tuple[np.ndarray, ...], offset: int = 0) -> Iterator[tuple[int, tuple]]:
+    """Split same-shaped arrays into aligned blocks of at most ~_BLOCK_BYTES, in C order.
+
+    Yields (flat index of the block's first element, the arrays' views of that block).
+    Blocks are runs of leading-axis rows; a row too big on its own is split recursively.
+    """
+    first = arrays[0]
+    if first.ndim == 0 or first.nbytes <= _BLOCK_BYTES:
+        yield offset, arrays
+        return
+    rows = first.shape[0]
+    row_items = first.size // rows
+    row_bytes = first.nbytes // rows
+    if row_bytes > _BLOCK_BYTES:
+        for row in range(rows):
+            # a[row, ...] stays an array (0-d for 1-d input), never a NumPy scalar
+            yield from _blocks(tuple(a[row, ...] for a in arrays), offset + row * row_items)
+        return
+    step = _BLOCK_BYTES // row_bytes
+    for start in range(0, rows, step):
+        yield offset + start * row_items, tuple(a[start : start + step] for a in arrays)
+
+
+def _children(view: _View) -> Iterable[tuple[object, object]]:
+    if view.category == "seq":
+        return enumerate(view.payload)
+    return view.payload.items()
+
+
+def _step(category: str, key: object) -> str:
+    """How one step into a container is written in a path."""
+    if category in ("attrs", "state"):
+        return f".{key}"
+    if category == "seq":
+        return f"[{key}]"
+    return f"[{key!r}]"
+
+
+def _index_text(index: tuple) -> str:
+    return "[" + ", ".join(str(int(i)) for i in index) + "]"
+
+
+# -- snapshots -------------------------------------------------------------------------
+
+
+def _snapshot(value: object, depth: int) -> Snapshot:
+    view = _classify(value)
+    if view.category == "bad" or depth > _MAX_DEPTH:
+        raise ValueError(f"cannot snapshot {view.kind}")
+    payload = view.payload
+    if view.category == "array":
+        if payload.dtype.hasobject:
+            copy = np.empty(payload.shape, dtype=object)
+            for index in np.ndindex(payload.shape):
+                copy[index] = _snapshot(payload[index], depth + 1)
+            payload = copy
+        else:
+            payload = np.array(payload, copy=True)
+    elif view.category in ("seq", "set"):
+        payload = [_snapshot(child, depth + 1) for child in payload]
+    elif view.category in ("map", "attrs", "state"):
+        payload = {key: _snapshot(child, depth + 1) for key, child in payload.items()}
+    return Snapshot(view._replace(payload=payload))
+
+
+# -- describing differences ------------------------------------------------------------
+
+
+def _diff(a: object, b: object, path: str, labels: tuple[str, str], depth: int) -> str | None:
+    """The first difference between ``a`` and ``b`` below ``path``, or None."""
+    va, vb = _classify(a), _classify(b)
+    if "bad" in (va.category, vb.category):
+        return f"{path}: cannot be compared ({va.summary} vs {vb.summary})"
+    if (va.category, va.kind) != (vb.category, vb.kind):
+        return f"{path}: type {va.kind} vs {vb.kind}"
+    if depth > _MAX_DEPTH:
+        return None
+    if va.category == "array":
+        return _array_diff(va, vb, path, labels, depth)
+    if va.category == "scalar":
+        return _scalar_diff(va.payload, vb.payload, path, labels)
+    if va.category == "state":
+        return f"{path}: {va.kind} state differs, so its next draws differ"
+    if va.category == "set":
+        return _set_diff(va.payload, vb.payload, path, labels)
+    if va.category == "seq" and len(va.payload) != len(vb.payload):
+        return f"{path}: {va.kind} length {len(va.payload)} vs {len(vb.payload)}"
+    if va.category in ("map", "attrs"):
+        found = _keys_diff(va, vb, path, labels)
+        if found:
+            return found
+    children_b = dict(_children(vb)) if va.category != "seq" else None
+    for key, child_a in _children(va):
+        child_b = vb.payload[key] if children_b is None else children_b[key]
+        found = _diff(child_a, child_b, path + _step(va.category, key), labels, depth + 1)
+        if found:
+            return found
+    return None
+
+
+def _keys_diff(va: _View, vb: _View, path: str, labels: tuple[str, str]) -> str | None:
+    """Keys are compared by fingerprint, so 1 and True or 1 and 1.0 count as different."""
+    keys_a = {_digest(k): k for k in va.payload}
+    keys_b = {_digest(k): k for k in vb.payload}
+    for digest, key in keys_a.items():
+        if digest not in keys_b:
+            return f"{path}: key {key!r} only in {labels[0]}"
+    for digest, key in keys_b.items():
+        if digest not in keys_a:
+            return f"{path}: key {key!r} only in {labels[1]}"
+    if list(keys_a) != list(keys_b):
+        return f"{path}: same keys in a different order"
+    return None
+
+
+def _set_diff(a: Iterable, b: Iterable, path: str, labels: tuple[str, str]) -> str:
+    only_a = {_digest(x) for x in a} - {_digest(x) for x in b}
+    only_b = {_digest(x) for x in b} - {_digest(x) for x in a}
+    return (f"{path}: {len(only_a)} elements only in {labels[0]}, "
+            f"{len(only_b)} only in {labels[1]}")
+
+
+def _scalar_diff(a: Any, b: Any, path: str, labels: tuple[str, str]) -> str | None:
+    kind = type(a).__name__
+    if isinstance(a, float | complex):
+        if struct.pack("<dd", a.real, a.imag) == struct.pack("<dd", b.real, b.imag):
+            return None
+        if a == b or (a != a and b != b):
+            return f"{path}: {kind} same value, different bits ({a!r} vs {b!r})"
+        if a != a or b != b:
+            return f"{path}: {kind} is NaN in {labels[0] if a != a else labels[1]} only"
+        return f"{path}: {kind} differs by {_number(abs(a - b))}"
+    if isinstance(a, bool):
+        return None if a is b else f"{path}: bool {a} vs {b}"
+    if isinstance(a, int):
+        return None if a == b else f"{path}: {kind} differs by {_number(abs(a - b))}"
+    if isinstance(a, str | bytes):
+        if a == b:
+            return None
+        pairs = enumerate(zip(a, b, strict=False))
+        at = next((i for i, (x, y) in pairs if x != y), min(len(a), len(b)))
+        return f"{path}: {kind} differs at position {at} (lengths {len(a)} and {len(b)})"
+    return None  # None is always equal to None
+
+
+def _array_diff(va: _View, vb: _View, path: str, labels: tuple[str, str], depth: int) -> str | None:
+    a, b = va.payload, vb.payload
+    if a.dtype != b.dtype:
+        return f"{path}: dtype {a.dtype.name} vs {b.dtype.name}"
+    if a.shape != b.shape:
+        return f"{path}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+    what = f"{path}: {va.summary}"
+    if a.dtype.hasobject:
+        for index in np.ndindex(a.shape):
+            found = _diff(a[index], b[index], path + _index_text(index), labels, depth + 1)
+            if found:
+                return found
+        return None
+    count, first, largest, nans = 0, None, None, 0
+    for offset, (block_a, block_b) in _blocks((a, b)):
+        flat_a = np.ascontiguousarray(block_a).reshape(-1)
+        flat_b = np.ascontiguousarray(block_b).reshape(-1)
+        where = np.flatnonzero(_bits_differ(flat_a, flat_b))
+        if where.size == 0:
+            continue
+        count += where.size
+        if first is None:
+            first = offset + int(where[0])
+        deltas = _abs_differences(flat_a[where], flat_b[where])
+        if deltas is not None:
+            nan = np.isnan(deltas) if deltas.dtype.kind == "f" else np.zeros(deltas.shape, bool)
+            nans += int(nan.sum())
+            if not nan.all():
+                block_max = deltas[~nan].max()
+                largest = block_max if largest is None else max(largest, block_max)
+    if first is None:
+        return None
+    parts = [f"{count} of {a.size} elements differ"]
+    if largest is not None:
+        parts.append(f"max abs difference {_number(largest)}{_unit(a.dtype)}")
+        if largest == 0:
+            parts.append("only bit patterns differ (signed zeros or NaN payloads)")
+    if nans:
+        parts.append(f"{nans} involve NaN")
+    if a.ndim:
+        parts.append(f"first at {path}{_index_text(np.unravel_index(first, a.shape))}")
+    return f"{what}: " + "; ".join(parts)
+
+
+def _bits_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per element: do the bits differ? (The fingerprint's notion of equality.)"""
+    size = a.dtype.itemsize
+    if size in (1, 2, 4, 8):
+        return a.view(f"u{size}") != b.view(f"u{size}")
+    return (a.view(np.uint8).reshape(-1, size) != b.view(np.uint8).reshape(-1, size)).any(axis=1)
+
+
+def _abs_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """|a - b| exactly for integers and times, in float64 (or wider) for floats."""
+    kind = a.dtype.kind
+    if kind in "mM":
+        a, b, kind = a.view(np.int64), b.view(np.int64), "i"
+    if kind in "iu":
+        high, low = np.maximum(a, b), np.minimum(a, b)
+        unsigned = f"u{a.dtype.itemsize}"
+        return high.astype(unsigned) - low.astype(unsigned)  # exact: wraps modulo 2**bits
+    if kind not in "fc":
+        return None  # bool, strings, raw bytes: no meaningful distance
+    wide = np.result_type(a.dtype, np.float64 if kind == "f" else np.complex128)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, counted as such
+        return np.abs(np.subtract(a, b, dtype=wide))
+
+
+def _unit(dtype: np.dtype) -> str:
+    if dtype.kind in "mM":
+        unit, count = np.datetime_data(dtype)
+        return f" x {count}{unit}" if count != 1 else f" {unit}"
+    return ""
+
+
+def _number(x: object) -> str:
+    if isinstance(x, (int, np.integer)):
+        x = int(x)
+        return str(x) if x.bit_length() < 10_000 else f"about 2**{x.bit_length() - 1}"
+    return f"{float(x):.6g}"

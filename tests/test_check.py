@@ -1,0 +1,342 @@
+"""run_check (the core of %%det_check) driven through a real IPython shell.
+
+The TensorFlow and Keras tests are at the end of this module, which is the only test module
+of det_nb.check and det_nb.fingerprint that imports TensorFlow (importing it is slow).
+"""
+
+from __future__ import annotations
+
+import random
+import textwrap
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from det_nb import check as check_module
+from det_nb.check import CheckReport, run_check, validate_runs
+
+
+def reseed() -> None:
+    random.seed(1)
+    np.random.seed(1)
+
+
+def check(
+    shell: InteractiveShell, cell: str, runs: object = 2, seed: Callable[[], object] = reseed
+) -> CheckReport:
+    """run_check on a dedented cell, re-seeding Python's and NumPy's global generators."""
+    return run_check(shell, textwrap.dedent(cell), runs=runs, reseed=seed)
+
+
+@pytest.fixture
+def ipy() -> Iterator[InteractiveShell]:
+    """The shared InteractiveShell, its user namespace restored after each test."""
+    shell = InteractiveShell.instance()
+    saved = dict(shell.user_ns)
+    shell.run_cell("import numpy as np")
+    yield shell
+    for name in set(shell.user_ns) - set(saved):
+        del shell.user_ns[name]
+    shell.user_ns.update(saved)
+
+
+def differing(report: CheckReport) -> dict[str, str]:
+    return {d.name: d.detail for d in report.differing}
+
+
+# -- verdicts --------------------------------------------------------------------------
+
+
+def test_seeded_numpy_draws_are_deterministic(ipy: InteractiveShell) -> None:
+    report = check(ipy, """
+        import random
+        x = np.random.rand(3)
+        draws = {"py": random.random(), "np": np.random.randint(0, 10, size=(2, 2))}
+        label = "run"
+    """)
+    assert report.deterministic
+    assert report.text() == textwrap.dedent("""\
+        deterministic across 2 runs
+        compared:
+          draws: dict (2 keys)
+          label: str (len 3)
+          x: ndarray float64 (3,)""")
+
+
+def test_unseeded_generator_is_reported_by_name(ipy: InteractiveShell) -> None:
+    report = check(ipy, "rng = np.random.default_rng()\nsample = rng.normal(size=100)")
+    assert not report.deterministic
+    found = differing(report)
+    assert found["sample"].startswith("sample: ndarray float64 (100,): 100 of 100 elements differ")
+    assert "first at sample[0] (runs 1 and 2)" in found["sample"]
+    assert found["rng"] == "rng: Generator state differs, so its next draws differ (runs 1 and 2)"
+    assert report.text().startswith("NOT deterministic across 2 runs\n  rng: ")
+
+
+def test_os_urandom_is_reported(ipy: InteractiveShell) -> None:
+    report = check(ipy, "import os\ntoken = os.urandom(8)")
+    assert differing(report)["token"].startswith("token: bytes differs at position ")
+
+
+def test_clock_value_nested_in_a_dict_is_reported_with_its_key_path(
+    ipy: InteractiveShell,
+) -> None:
+    report = check(ipy, """
+        import time
+        d = {"a": 1, "meta": {"t": time.perf_counter_ns()}}
+    """)
+    assert differing(report)["d"].startswith("d['meta']['t']: int differs by ")
+
+
+def test_more_runs_and_the_namespace_ends_as_after_the_last_run(ipy: InteractiveShell) -> None:
+    ipy.user_ns["seen"] = []
+    report = check(ipy, "v = np.random.default_rng().random()\nseen.append(v)", runs=3)
+    assert len(ipy.user_ns["seen"]) == 3
+    assert ipy.user_ns["v"] == ipy.user_ns["seen"][-1]
+    assert report.runs == 3 and "v" in differing(report)
+
+
+def test_runs_must_be_an_integer_of_at_least_two(ipy: InteractiveShell) -> None:
+    for bad in (1, 0, -3, 2.0, "2", True, None):
+        with pytest.raises(ValueError, match=r"^--runs must be an integer >= 2, got "):
+            check(ipy, "x = 1", runs=bad)
+    assert validate_runs(np.int64(4)) == 4
+    assert "x" not in ipy.user_ns  # nothing ran
+
+
+def test_unfingerprintable_values_are_listed_as_unchecked(ipy: InteractiveShell) -> None:
+    report = check(ipy, """
+        f = lambda v: v + 1
+        handle = open(__import__("os").devnull)
+        n = f(1)
+    """)
+    ipy.user_ns["handle"].close()
+    assert report.text() == textwrap.dedent("""\
+        deterministic across 2 runs for the compared names; 2 unchecked
+        compared:
+          n: int
+        unchecked:
+          f: function: functions and other callables are not fingerprinted
+          handle: TextIOWrapper: files and streams have no comparable value""")
+    assert not report.differing
+
+
+def test_only_unchecked_names_give_no_verdict(ipy: InteractiveShell) -> None:
+    report = check(ipy, "g = lambda: 0")
+    assert not report.deterministic
+    assert report.headline() == (
+        "no verdict across 2 runs: nothing the cell changed could be compared"
+    )
+
+
+def test_a_cell_that_changes_nothing(ipy: InteractiveShell) -> None:
+    report = check(ipy, "1 + 1\nimport json")  # sets IPython's _ and a module: ignored
+    assert report.text() == (
+        "nothing to compare across 2 runs: the cell assigned or changed no names"
+    )
+
+
+def test_a_failing_run_stops_the_check(ipy: InteractiveShell) -> None:
+    ipy.user_ns["calls"] = []
+    report = check(ipy, """
+        calls.append(1)
+        assert len(calls) < 2, "second run"
+    """, runs=3)
+    assert report.error == "run 2 of 3 raised AssertionError: second run"
+    assert report.text() == "det_check stopped: run 2 of 3 raised AssertionError: second run"
+    assert len(ipy.user_ns["calls"]) == 2
+    assert check(ipy, "x = (").error == "run 1 of 2 raised SyntaxError: incomplete input"
+
+
+def test_in_place_changes_to_an_earlier_array_are_described(ipy: InteractiveShell) -> None:
+    ipy.user_ns["weights"] = np.zeros(4)
+    report = check(ipy, "weights += 1")
+    (found,) = report.differing
+    assert found.detail == (
+        "weights: ndarray float64 (4,): 4 of 4 elements differ; max abs difference 1; "
+        "first at weights[0] (runs 1 and 2)"
+    )
+    assert found.note.startswith("weights existed before the cell, which uses or changes it")
+
+
+def test_a_difference_first_seen_in_a_later_run_names_those_runs(ipy: InteractiveShell) -> None:
+    ipy.user_ns["calls"] = []
+    report = check(ipy, "calls.append(1)\nout = 0 if len(calls) < 3 else 0.5", runs=3)
+    assert differing(report)["out"] == "out: type int vs float (runs 2 and 3)"
+
+
+def test_a_value_changed_in_place_by_the_next_run_is_still_reported(
+    ipy: InteractiveShell,
+) -> None:
+    report = check(ipy, "acc = globals().setdefault('acc', [])\nacc.append(len(acc))")
+    assert differing(report)["acc"] == (
+        "acc: list (len 1): differs (runs 1 and 2); the earlier value was changed in place"
+        " since, so no detail"
+    )
+
+
+def test_cells_with_magics_are_watched_whole(ipy: InteractiveShell) -> None:
+    ipy.user_ns["buffer"] = np.zeros(2)
+    report = check(ipy, "%time buffer[:] = np.random.default_rng().random(2)")
+    assert set(differing(report)) == {"buffer"}
+
+
+def test_changes_made_by_notebook_functions_are_seen(ipy: InteractiveShell) -> None:
+    ipy.run_cell(textwrap.dedent("""
+        state = np.zeros(3)
+        def _helper():
+            state[:] = np.random.default_rng().random(3)
+        def step():
+            _helper()
+    """))
+    assert set(differing(check(ipy, "step()"))) == {"state"}
+
+
+def test_untouched_names_are_not_fingerprinted(
+    ipy: InteractiveShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only names the cell refers to are hashed to look for in-place changes (cost)."""
+    ipy.user_ns["untouched"] = np.zeros(10)
+    ipy.user_ns["source"] = np.ones(10)
+    hashed: list[int] = []
+    real = check_module.fingerprint
+
+    def counting(value: object) -> object:
+        hashed.append(id(value))
+        return real(value)
+
+    monkeypatch.setattr(check_module, "fingerprint", counting)
+    report = check(ipy, "total = source.sum()")
+    assert report.deterministic
+    assert id(ipy.user_ns["untouched"]) not in hashed
+    assert id(ipy.user_ns["source"]) in hashed
+
+
+def test_objects_used_but_not_fingerprintable_are_unchecked(ipy: InteractiveShell) -> None:
+    ipy.run_cell("class Counter:\n    n = 0\n    def step(self):\n        self.n += 1\n"
+                 "counter = Counter()")
+    report = check(ipy, "counter.step()")
+    assert [u.name for u in report.unchecked] == ["counter"]
+    assert report.unchecked[0].reason.startswith("used by the cell, and changes inside it")
+
+
+def test_report_renders_text_html_and_mimebundle(ipy: InteractiveShell) -> None:
+    report = check(ipy, "a = [1, 2]\nb = {'k': np.random.default_rng().random(2)}\nc = '<x>'")
+    lines = report.text().splitlines()
+    assert lines[0] == "NOT deterministic across 2 runs"
+    assert lines[1].startswith("  b['k']: ndarray float64 (2,): 2 of 2 elements differ; ")
+    assert lines[2:] == ["equal:", "  a: list (len 2)", "  c: str (len 3)"]
+    bundle = report._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"}
+    assert bundle["text/plain"] == report.text()
+    assert "<strong" in bundle["text/html"] and "NOT deterministic" in bundle["text/html"]
+    assert "<x>" not in bundle["text/html"] and "&lt;x&gt;" not in bundle["text/html"]
+    assert "c: str (len 3)" in bundle["text/html"]
+    again = check(ipy, "a = [1, 2]\nc = '<x>'")
+    assert again.text() == check(ipy, "a = [1, 2]\nc = '<x>'").text()
+    assert "0x" not in again.html() and "0x" not in report.text()
+
+
+def test_runs_nested_inside_a_cell_magic(ipy: InteractiveShell) -> None:
+    """The real magic calls run_check while IPython is running the magic's own cell."""
+    reports: list[CheckReport] = []
+
+    def det_check_probe(line: str, cell: str) -> None:
+        reports.append(run_check(ipy, cell, runs=2, reseed=reseed))
+
+    ipy.register_magic_function(det_check_probe, "cell")
+    try:
+        ipy.run_cell("%%det_check_probe\nx = np.random.rand(2)\ny = np.random.default_rng()")
+    finally:
+        del ipy.magics_manager.magics["cell"]["det_check_probe"]
+    (report,) = reports
+    assert set(differing(report)) == {"y"}
+    assert [c.name for c in report.compared] == ["x", "y"]
+
+
+# -- TensorFlow and Keras --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tf():
+    return pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def keras(tf):
+    return pytest.importorskip("keras")
+
+
+def test_tf_tensors_and_variables_seeded_are_deterministic(ipy, tf) -> None:
+    def seed_all() -> None:
+        reseed()
+        tf.random.set_seed(1)
+
+    ipy.run_cell("import tensorflow as tf")
+    report = check(ipy, """
+        t = tf.random.normal([3])
+        v = tf.Variable(tf.random.uniform([2, 2]))
+        s = tf.constant(["a", "b"])
+    """, seed=seed_all)
+    assert report.text() == textwrap.dedent("""\
+        deterministic across 2 runs
+        compared:
+          s: tf.Tensor string (2,)
+          t: tf.Tensor float32 (3,)
+          v: tf.Variable float32 (2, 2)""")
+
+
+def test_tf_reduction_whose_order_varies_is_reported(ipy, tf) -> None:
+    """A float32 reduction whose summation order changes between runs is caught.
+
+    TF's result depends on its thread count because a thread pool changes the order and
+    grouping in which float32 partial sums are added (DESIGN.md: 1, 8 and 32 threads gave
+    three different sums). Inside one process the pool cannot be resized after TF starts,
+    so the cell changes that order itself, with an unseeded permutation, as a pool of
+    another size would. Data: 64 rows of values that cancel, so each row's float32 sum
+    depends on the order in many low bits; 64 rows all landing on the same sums again is
+    practically impossible, so the test is not flaky.
+    """
+    values = np.random.default_rng(0).standard_normal((64, 8192)).astype(np.float32) * 1000
+    ipy.user_ns["x"] = tf.constant(np.concatenate([values, -values], axis=1))
+    ipy.run_cell("import tensorflow as tf")
+    report = check(ipy, """
+        order = np.random.default_rng().permutation(x.shape[1])  # like another pool's schedule
+        row_sums = tf.reduce_sum(tf.gather(x, order, axis=1), axis=1)
+        del order
+    """)
+    assert set(differing(report)) == {"row_sums"}
+    assert differing(report)["row_sums"].startswith(
+        "row_sums: tf.Tensor float32 (64,): "
+    )
+    assert "max abs difference" in differing(report)["row_sums"]
+
+
+def test_keras_model_seeded_compares_by_weights(ipy, keras) -> None:
+    def seed_keras() -> None:
+        keras.utils.set_random_seed(1)
+
+    ipy.run_cell("import keras")
+    cell = "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])"
+    report = check(ipy, cell, seed=seed_keras)
+    assert report.text().splitlines() == [
+        "deterministic across 2 runs", "compared:", "  model: Sequential (2 weights)"
+    ]
+    # Without seeding, the default initialiser draws new weights each run.
+    report = check(ipy, cell, seed=lambda: None)
+    assert differing(report)["model"].startswith(
+        "model.weights[0]: keras.Variable float32 (4, 3): 12 of 12 elements differ"
+    )
+
+
+def test_keras_model_trained_in_place_is_described(ipy, keras) -> None:
+    ipy.run_cell("import keras")
+    keras.utils.set_random_seed(1)
+    ipy.run_cell("net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])\n"
+                 "net.compile(optimizer='sgd', loss='mse')")
+    report = check(ipy, "net.fit(np.ones((8, 2)), np.ones(8), epochs=1, verbose=0)")
+    (found,) = report.differing
+    assert found.detail.startswith("net.weights[0]: keras.Variable float32 (2, 1): 2 of 2")
+    assert "net existed before the cell" in found.note

@@ -1,0 +1,390 @@
+"""Fingerprints and difference descriptions (det_nb.fingerprint), without TensorFlow.
+
+TensorFlow and Keras values are tested in test_check.py, the one module that imports TF.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import sys
+import tracemalloc
+import types
+from contextlib import AbstractContextManager
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from det_nb import fingerprint as fp_module
+from det_nb.fingerprint import (
+    Fingerprint,
+    Unfingerprintable,
+    describe_difference,
+    fingerprint,
+    snapshot,
+)
+
+# -- strategies ------------------------------------------------------------------------
+
+DTYPES = st.one_of(
+    hnp.boolean_dtypes(),
+    hnp.integer_dtypes(),
+    hnp.unsigned_integer_dtypes(),
+    hnp.floating_dtypes(),
+    hnp.complex_number_dtypes(),
+    hnp.datetime64_dtypes(),
+    hnp.byte_string_dtypes(min_len=1),
+    hnp.unicode_string_dtypes(min_len=1),
+)
+ARRAYS = hnp.arrays(DTYPES, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6))
+NONEMPTY = hnp.arrays(DTYPES, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6))
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.complex_numbers(), st.text(),
+    st.binary(),
+)
+VALUES = st.recursive(
+    SCALARS | ARRAYS,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.lists(inner, max_size=4).map(tuple)
+    | st.dictionaries(st.text(max_size=3) | st.integers(), inner, max_size=4),
+    max_leaves=12,
+)
+# Tiny blocks and tiles make the blockwise (non-contiguous) paths run on small arrays.
+BLOCK_BYTES = st.sampled_from([1, 16, 4 << 20])
+TILE_COLUMNS = st.sampled_from([1, 2, 256])
+
+
+def small_pieces(block: int, tile: int) -> AbstractContextManager:
+    """Patch the block and tile sizes used for arrays that are not C-contiguous."""
+    return mock.patch.multiple(fp_module, _BLOCK_BYTES=block, _TILE_COLUMNS=tile)
+
+
+def first_bits_difference(a: np.ndarray, b: np.ndarray) -> tuple[int, ...]:
+    """The first index (C order) where the two arrays' elements differ bit for bit."""
+    size = a.dtype.itemsize
+    bytes_a = np.ascontiguousarray(a).view(np.uint8).reshape((*a.shape, size))
+    bytes_b = np.ascontiguousarray(b).view(np.uint8).reshape((*b.shape, size))
+    return tuple(int(i) for i in np.argwhere((bytes_a != bytes_b).any(axis=-1))[0])
+
+
+def index_text(index: tuple[int, ...]) -> str:
+    return "[" + ", ".join(map(str, index)) + "]"
+
+
+# -- properties ------------------------------------------------------------------------
+
+
+@given(VALUES)
+def test_equal_values_give_equal_fingerprints(value: object) -> None:
+    twin = copy.deepcopy(value)
+    assert fingerprint(value) == fingerprint(twin)
+    assert isinstance(fingerprint(value), Fingerprint)
+    assert describe_difference(value, twin) is None
+
+
+@given(NONEMPTY, st.data(), BLOCK_BYTES, st.booleans())
+def test_any_single_element_change_is_found_at_its_index(
+    array: np.ndarray, data: st.DataObject, block: int, transpose: bool
+) -> None:
+    changed = array.copy()
+    flat = data.draw(st.integers(0, array.size - 1), label="flat index")
+    byte = data.draw(st.integers(0, array.dtype.itemsize - 1), label="byte")
+    changed.reshape(-1).view(np.uint8)[flat * array.dtype.itemsize + byte] ^= 1
+    if transpose:  # compare strided views: first index is then in the view's C order
+        array, changed = array.T, changed.T
+    expected = first_bits_difference(array, changed)
+    with small_pieces(block, 1):
+        assert fingerprint(array) != fingerprint(changed)
+        found = describe_difference(array, changed, "x")
+    assert found is not None
+    assert "1 of" in found
+    if array.ndim:
+        assert found.endswith(f"first at x{index_text(expected)}")
+
+
+@given(ARRAYS, st.data(), BLOCK_BYTES, TILE_COLUMNS)
+def test_views_hash_like_their_contiguous_copies(
+    array: np.ndarray, data: st.DataObject, block: int, tile: int
+) -> None:
+    view = array[data.draw(hnp.basic_indices(array.shape), label="index")]
+    view = np.asarray(view)  # a 0-d view of a 0-d array, not a NumPy scalar
+    with small_pieces(block, tile):
+        expected = fingerprint(view.copy(order="C"))
+        assert fingerprint(view) == expected
+        assert fingerprint(view.copy(order="F")) == expected
+        assert fingerprint(view.T) == fingerprint(view.T.copy(order="C"))
+
+
+@given(ARRAYS, DTYPES)
+def test_dtype_changes_are_detected(array: np.ndarray, dtype: np.dtype) -> None:
+    if dtype == array.dtype:
+        return
+    other = np.zeros(array.shape, dtype)
+    assert fingerprint(array) != fingerprint(other)
+    assert describe_difference(array, other, "x") == (
+        f"x: dtype {array.dtype.name} vs {dtype.name}"
+    )
+
+
+@given(NONEMPTY)
+def test_shape_changes_are_detected(array: np.ndarray) -> None:
+    other = array.reshape(-1)[:, None] if array.ndim == 1 else array.reshape(-1)
+    assert fingerprint(array) != fingerprint(other)
+    assert describe_difference(array, other, "x") == (
+        f"x: shape {array.shape} vs {other.shape}"
+    )
+
+
+@given(VALUES)
+def test_snapshots_fingerprint_like_the_value(value: object) -> None:
+    assert fingerprint(snapshot(value)) == fingerprint(value)
+    assert describe_difference(snapshot(value), value) is None
+
+
+# -- scalars and containers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (1, 1.0), (1, True), (0.0, -0.0), ("a", b"a"), ([1], (1,)), ({"a": 1}, {"a": 1.0}),
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}), (np.float64(1.0), 1.0), (np.arange(3), [0, 1, 2]),
+        ({1: "x"}, {True: "x"}), ([[1, 2]], [[1], [2]]), ("ab", "a" + "b" * 2),
+    ],
+)
+def test_different_values_or_types_differ(a: object, b: object) -> None:
+    assert fingerprint(a) != fingerprint(b)
+    assert describe_difference(a, b, "v") is not None
+
+
+def test_nan_equals_nan_with_the_same_bits() -> None:
+    assert fingerprint(float("nan")) == fingerprint(float("nan"))
+    assert fingerprint(np.array([np.nan])) == fingerprint(np.array([np.nan]))
+
+
+def test_nested_difference_names_the_key_path() -> None:
+    a = {"a": 1, "meta": {"t": 1000, "tags": ["x", "y"]}}
+    b = {"a": 1, "meta": {"t": 1234, "tags": ["x", "y"]}}
+    assert describe_difference(a, b, "d") == "d['meta']['t']: int differs by 234"
+    b = {"a": 1, "meta": {"t": 1000, "tags": ["x", "z"]}}
+    assert describe_difference(a, b, "d") == (
+        "d['meta']['tags'][1]: str differs at position 0 (lengths 1 and 1)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([1, 2], [1, 2, 3], "v: list length 2 vs 3"),
+        ({"a": 1}, {"a": 1, "b": 2}, "v: key 'b' only in run 2"),
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}, "v: same keys in a different order"),
+        ([1, (2, 3.5)], [1, (2, 3.25)], "v[1][1]: float differs by 0.25"),
+        (1.0, float("nan"), "v: float is NaN in run 2 only"),
+        (0.0, -0.0, "v: float same value, different bits (0.0 vs -0.0)"),
+        (True, False, "v: bool True vs False"),
+        (b"abcd", b"abXd", "v: bytes differs at position 2 (lengths 4 and 4)"),
+        ({1, 2}, {1, 3}, "v: 1 elements only in run 1, 1 only in run 2"),
+        ([1], (1,), "v: type list vs tuple"),
+        (np.int8(-128), np.int8(127), "v: numpy int8: 1 of 1 elements differ; "
+                                       "max abs difference 255"),
+    ],
+)
+def test_difference_descriptions(a: object, b: object, expected: str) -> None:
+    assert describe_difference(a, b, "v") == expected
+
+
+def test_array_difference_counts_max_and_first_index() -> None:
+    a = np.zeros((3, 4))
+    b = a.copy()
+    b[1, 2], b[2, 0] = 0.5, -2.0
+    assert describe_difference(a, b, "x") == (
+        "x: ndarray float64 (3, 4): 2 of 12 elements differ; max abs difference 2; "
+        "first at x[1, 2]"
+    )
+
+
+def test_integer_differences_are_exact_without_overflow() -> None:
+    a = np.array([np.iinfo(np.int64).min, 0], dtype=np.int64)
+    b = np.array([np.iinfo(np.int64).max, 0], dtype=np.int64)
+    assert f"max abs difference {2**64 - 1};" in describe_difference(a, b, "x")
+    u = describe_difference(np.array([0], np.uint8), np.array([255], np.uint8), "x")
+    assert "max abs difference 255" in u
+
+
+def test_signed_zeros_and_nan_payloads_are_reported_as_bit_differences() -> None:
+    found = describe_difference(np.array([0.0, np.nan]), np.array([-0.0, np.nan]), "x")
+    assert "only bit patterns differ" in found and "first at x[0]" in found
+    payload = np.array([np.nan]).view(np.uint64) | np.uint64(1)
+    found = describe_difference(np.array([np.nan]), payload.view(np.float64), "x")
+    assert "1 involve NaN" in found
+
+
+def test_datetimes_report_their_unit() -> None:
+    a = np.array(["2024-01-01", "2024-01-05"], "M8[D]")
+    b = np.array(["2024-01-01", "2024-01-02"], "M8[D]")
+    assert "max abs difference 3 D; first at x[1]" in describe_difference(a, b, "x")
+
+
+def test_object_arrays_are_walked_element_by_element() -> None:
+    a = np.array([{"k": 1}, "s"], dtype=object)
+    b = np.array([{"k": 2}, "s"], dtype=object)
+    assert fingerprint(a) != fingerprint(b)
+    assert describe_difference(a, b, "x") == "x[0]['k']: int differs by 1"
+    bad = np.array([len, 1], dtype=object)
+    assert fingerprint(bad).reason.startswith("at [0]: functions")
+
+
+def test_masked_arrays_compare_their_mask() -> None:
+    a = np.ma.masked_array([1, 2, 3], mask=[0, 1, 0])
+    b = np.ma.masked_array([1, 2, 3], mask=[0, 0, 0])
+    assert fingerprint(a).summary == "MaskedArray int64 (3,)"
+    assert describe_difference(a, b, "m").startswith("m.mask: ndarray bool (3,): 1 of 3")
+
+
+def test_random_generators_compare_by_state() -> None:
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    assert fingerprint(a) == fingerprint(b)
+    assert fingerprint(a).summary == "Generator (by its state)"
+    b.random()
+    assert describe_difference(a, b, "rng") == (
+        "rng: Generator state differs, so its next draws differ"
+    )
+    assert fingerprint(random.Random(3)) == fingerprint(random.Random(3))
+    assert fingerprint(random.Random(3)) != fingerprint(random.Random(4))
+    assert fingerprint(np.random.RandomState(3)) != fingerprint(np.random.RandomState(4))
+    assert isinstance(fingerprint(random.SystemRandom()), Unfingerprintable)
+
+
+def test_summaries() -> None:
+    assert fingerprint(np.zeros((2, 3), np.float32)).summary == "ndarray float32 (2, 3)"
+    assert fingerprint(np.float64(1)).summary == "numpy float64"
+    assert fingerprint({"a": 1}).summary == "dict (1 keys)"
+    assert fingerprint([1, 2]).summary == "list (len 2)"
+    assert fingerprint("abc").summary == "str (len 3)"
+    assert fingerprint(3).summary == "int"
+
+
+# -- what cannot be fingerprinted ------------------------------------------------------
+
+
+def test_unsupported_values_say_why(tmp_path: object) -> None:
+    assert fingerprint(lambda: 1) == Unfingerprintable(
+        "function", "functions and other callables are not fingerprinted"
+    )
+    assert fingerprint(np).reason == "modules are not fingerprinted"
+    with open(__file__) as handle:
+        assert fingerprint(handle).reason == "files and streams have no comparable value"
+    assert fingerprint(object()).reason == "object is not a supported type"
+    nested = {"ok": [1, 2], "cfg": {"f": print}}
+    assert fingerprint(nested) == Unfingerprintable(
+        "dict", "at ['cfg']['f']: functions and other callables are not fingerprinted"
+    )
+
+
+def test_cycles_and_deep_nesting_are_refused_not_crashing() -> None:
+    loop: list = [1]
+    loop.append(loop)
+    assert fingerprint(loop).reason == "at [1]: it contains itself"
+    deep: list = []
+    for _ in range(500):
+        deep = [deep]
+    assert "nested more than" in fingerprint(deep).reason
+    shared = [1, 2]
+    assert isinstance(fingerprint([shared, shared]), Fingerprint)  # shared is not a cycle
+
+
+def test_snapshot_is_independent_of_later_changes() -> None:
+    value = {"w": np.zeros(4), "log": [1.0]}
+    kept = snapshot(value)
+    value["w"][3] = 2.0
+    value["log"].append(3.0)
+    assert describe_difference(kept, value, "v") == (
+        "v['w']: ndarray float64 (4,): 1 of 4 elements differ; max abs difference 2; "
+        "first at v['w'][3]"
+    )
+    with pytest.raises(ValueError, match="cannot snapshot function"):
+        snapshot(lambda: 1)
+
+
+# -- duck-typed frameworks (without importing them) ------------------------------------
+
+
+class FakeTorchTensor:
+    """Just enough of torch.Tensor for the duck-typed path."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = np.array(values, dtype=np.float32)
+
+    def detach(self) -> FakeTorchTensor:
+        return self
+
+    def cpu(self) -> FakeTorchTensor:
+        return self
+
+    def numpy(self) -> np.ndarray:
+        return self.values
+
+
+def test_torch_tensors_when_torch_is_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fingerprint(FakeTorchTensor([1.0])).reason.endswith("not a supported type")
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(Tensor=FakeTorchTensor))
+    a, b = FakeTorchTensor([1.0, 2.0]), FakeTorchTensor([1.0, 2.5])
+    assert fingerprint(a).summary == "torch.Tensor float32 (2,)"
+    assert fingerprint(a) == fingerprint(FakeTorchTensor([1.0, 2.0]))
+    assert describe_difference(a, b, "t") == (
+        "t: torch.Tensor float32 (2,): 1 of 2 elements differ; max abs difference 0.5; "
+        "first at t[1]"
+    )
+
+
+class FakeModel:
+    """A model-like object: get_weights() and weights, as Keras layers and models have."""
+
+    def __init__(self, *weights: np.ndarray) -> None:
+        self.weights = list(weights)
+
+    def get_weights(self) -> list[np.ndarray]:
+        return self.weights
+
+
+def test_models_compare_by_weights_in_order() -> None:
+    a = FakeModel(np.zeros((2, 2)), np.zeros(2))
+    assert fingerprint(a).summary == "FakeModel (2 weights)"
+    assert fingerprint(a) == fingerprint(FakeModel(np.zeros((2, 2)), np.zeros(2)))
+    b = FakeModel(np.zeros((2, 2)), np.ones(2))
+    assert describe_difference(a, b, "m").startswith("m.weights[1]: ndarray float64 (2,)")
+
+
+# -- cost: no copies of whole arrays ---------------------------------------------------
+
+
+def test_fingerprinting_does_not_copy_whole_arrays() -> None:
+    """Contiguous arrays are hashed in place, others one block at a time."""
+    big = np.ones((2048, 2048))  # 32 MiB
+    tracemalloc.start()
+    try:
+        fingerprint(big)
+        contiguous_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        fingerprint(big[:, ::2])
+        strided_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert contiguous_peak < 1 << 20
+    assert strided_peak < 3 * fp_module._BLOCK_BYTES
+
+
+@settings(max_examples=20, deadline=None)  # big arrays: time varies with machine load
+@given(st.integers(1, 50), st.integers(1, 50))
+def test_large_strided_arrays_hash_like_copies(rows: int, cols: int) -> None:
+    base = np.random.default_rng(rows * 100 + cols).random((rows * 40, cols * 40))
+    view = base[::3, 1::2]
+    with small_pieces(512, 7):
+        assert fingerprint(view) == fingerprint(view.copy())
+        assert fingerprint(view.T) == fingerprint(view.T.copy())
+        cube = base[: rows * 8].reshape(rows * 2, 4, -1).transpose(2, 0, 1)
+        assert fingerprint(cube) == fingerprint(cube.copy())
