@@ -7,9 +7,13 @@ import importlib.util
 import sys
 from abc import ABC, abstractmethod
 from types import ModuleType
+from typing import Any
 
 from det_nb.determinism import Settings
 from det_nb.status import Check
+
+#: A source's PRNG state: named NumPy arrays (stored in a ``.npz``, never pickled).
+State = dict[str, Any]
 
 
 class Source(ABC):
@@ -23,6 +27,8 @@ class Source(ABC):
     name: str
     #: Top-level module whose import makes the source seedable.
     module: str
+    #: What :meth:`fingerprint` covers when it is not the whole state ("" when it is).
+    fingerprint_covers: str = ""
 
     def installed(self) -> bool:
         """Whether the framework can be imported here (without importing it)."""
@@ -50,6 +56,40 @@ class Source(ABC):
         were made since.
         """
         return None
+
+    def get_state(self) -> State | None:
+        """The global PRNG state as named NumPy arrays, or None where there is none."""
+        return None
+
+    def check_state(self, state: State) -> None:
+        """Raise ValueError unless :meth:`set_state` can take ``state`` here.
+
+        By default the arrays must have the names, dtypes and shapes of the current state;
+        called for every source before any is restored, so a bad file changes nothing.
+        """
+        expected = self.get_state()
+        if expected is None:
+            raise ValueError(f"{self.name} has no global state to restore")
+        check_arrays(self.name, state, expected)
+
+    def set_state(self, state: State) -> str:
+        """Restore a state taken by :meth:`get_state`; return what was restored, in words."""
+        raise ValueError(f"{self.name} has no global state to restore")
+
+
+def check_arrays(name: str, state: State, expected: State) -> None:
+    """ValueError unless ``state`` has exactly the array names, dtypes and shapes expected."""
+    if set(state) != set(expected):
+        raise ValueError(
+            f"{name}: the file holds arrays {sorted(state)}, this {name} needs {sorted(expected)}"
+        )
+    for key, want in expected.items():
+        got = state[key]
+        if getattr(got, "dtype", None) != want.dtype or got.shape != want.shape:
+            raise ValueError(
+                f"{name}: array {key!r} is {getattr(got, 'dtype', type(got).__name__)}"
+                f"{getattr(got, 'shape', '')}, this {name} needs {want.dtype}{want.shape}"
+            )
 
 
 def digest(*parts: object) -> str:

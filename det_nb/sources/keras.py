@@ -3,34 +3,76 @@
 from __future__ import annotations
 
 import gc
-import random
-import sys
 
-from det_nb.sources.base import Source
+from det_nb.sources.base import Source, State
 
 
 class Keras(Source):
     """``keras.utils.set_random_seed(s)`` (which also seeds random, NumPy and TF with s).
 
     A layer's SeedGenerator takes its state when the layer is built, so layers built
-    before seeding stay unseeded: :meth:`generators` lets the session count them.
+    before seeding stay unseeded: :meth:`generators` lets the session count them. The
+    state saved and restored is the global SeedGenerator's, which ``keras.random``
+    functions called without a seed draw from; layers' generators are not global.
     """
 
     name = "keras"
     module = "keras"
 
     def seed(self, seed: int) -> str:
-        # set_random_seed also re-seeds Python random and NumPy. Keep their streams where
-        # they are, so a Keras imported after seeding does not restart draws already made
-        # (at %det_seed they were just seeded with the same seed, so nothing changes).
-        numpy = sys.modules["numpy"]  # Keras imports NumPy
-        python_state, numpy_state = random.getstate(), numpy.random.get_state()
+        # It re-seeds Python random and NumPy with the same seed too: the session seeds
+        # those first, and restores them after a Keras imported later (import_guard).
         self.loaded().utils.set_random_seed(seed)
-        random.setstate(python_state)
-        numpy.random.set_state(numpy_state)
         return f"keras.utils.set_random_seed({seed})"
 
     def generators(self) -> list[object]:
         """Every live Keras SeedGenerator (one per random layer, plus the global one)."""
         seed_generator = self.loaded().random.SeedGenerator
         return [obj for obj in gc.get_objects() if isinstance(obj, seed_generator)]
+
+    def get_state(self) -> State:
+        """``{"global": [seed, counter]}``, or ``{}`` while no global SeedGenerator exists."""
+        generator = _global_generator()
+        if generator is None:
+            return {}
+        return {"global": generator.state.numpy()}
+
+    def check_state(self, state: State) -> None:
+        if set(state) - {"global"}:
+            raise ValueError(f"keras: unknown arrays {sorted(set(state) - {'global'})}")
+        value = state.get("global")
+        if value is not None and (value.shape != (2,) or value.dtype.kind not in "iu"):
+            raise ValueError(
+                f"keras: the global SeedGenerator state is {value.dtype}{value.shape}, "
+                "keras needs 2 integers"
+            )
+
+    def set_state(self, state: State) -> str:
+        if "global" not in state:
+            # As when it was saved: none yet, so the next unseeded keras.random call makes
+            # one from Python random (restored too).
+            _set_global_generator(None)
+            return "no global SeedGenerator yet, as when saved"
+        generator = _global_generator()
+        if generator is None:
+            # An explicit seed, so making it draws nothing from Python random.
+            generator = self.loaded().random.SeedGenerator(int(state["global"][0]))
+            _set_global_generator(generator)
+        generator.state.assign(state["global"].astype(generator.state.dtype))
+        return "global SeedGenerator state assigned"
+
+
+# Keras keeps its global SeedGenerator (used by keras.random calls given no seed) in a
+# private registry; set_random_seed clears it and the next such call makes a new one.
+def _global_generator() -> object | None:
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+
+    return global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
+
+
+def _set_global_generator(generator: object | None) -> None:
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+
+    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, generator)

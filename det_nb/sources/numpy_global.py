@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from det_nb.sources.base import Source, digest
+from det_nb.sources.base import Source, State, digest
+
+# The legacy MT19937 state: 624 words and a position in [0, 624].
+_MT_WORDS = 624
 
 
 class NumpyGlobal(Source):
@@ -18,3 +21,26 @@ class NumpyGlobal(Source):
     def fingerprint(self) -> str:
         _, keys, pos, has_gauss, cached = self.loaded().random.get_state()
         return digest(keys.tobytes(), pos, has_gauss, cached)
+
+    def get_state(self) -> State:
+        np = self.loaded()
+        _, keys, pos, has_gauss, cached = np.random.get_state()
+        return {
+            "keys": keys,
+            "pos": np.array(pos, dtype=np.int64),
+            "has_gauss": np.array(has_gauss, dtype=np.int64),
+            "cached_gaussian": np.array(cached, dtype=np.float64),
+        }
+
+    def check_state(self, state: State) -> None:
+        super().check_state(state)
+        # MT19937 reads keys[pos]: a position past the end would read out of bounds.
+        if not 0 <= int(state["pos"]) <= _MT_WORDS:
+            raise ValueError(f"numpy: position {int(state['pos'])} is not in [0, {_MT_WORDS}]")
+
+    def set_state(self, state: State) -> str:
+        self.loaded().random.set_state((
+            "MT19937", state["keys"], int(state["pos"]), int(state["has_gauss"]),
+            float(state["cached_gaussian"]),
+        ))
+        return "np.random.set_state"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import random
 
-from det_nb.sources.base import Source, digest
+from det_nb.sources.base import Source, State, digest
+
+# random.getstate(): 624 words of Mersenne Twister state, then the index into them.
+_MT_WORDS = 624
 
 
 class PythonRandom(Source):
@@ -19,3 +23,24 @@ class PythonRandom(Source):
 
     def fingerprint(self) -> str:
         return digest(random.getstate())
+
+    def get_state(self) -> State:
+        import numpy as np
+
+        _, words, gauss_next = random.getstate()
+        return {
+            "mt": np.array(words, dtype=np.uint32),
+            # NaN stands for None: no Gaussian cached (a cached one is never NaN).
+            "gauss_next": np.array(math.nan if gauss_next is None else gauss_next),
+        }
+
+    def check_state(self, state: State) -> None:
+        super().check_state(state)
+        if int(state["mt"][-1]) > _MT_WORDS:
+            raise ValueError(f"python random: index {int(state['mt'][-1])} is past {_MT_WORDS}")
+
+    def set_state(self, state: State) -> str:
+        gauss_next = float(state["gauss_next"])
+        random.setstate((3, tuple(int(w) for w in state["mt"]),
+                         None if math.isnan(gauss_next) else gauss_next))
+        return "random.setstate"

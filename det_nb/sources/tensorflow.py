@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from det_nb import determinism
 from det_nb.determinism import Settings
-from det_nb.sources.base import Source, digest
+from det_nb.sources.base import Source, State, digest
 from det_nb.status import Check
 
 
@@ -18,6 +18,7 @@ class TensorFlow(Source):
 
     name = "tensorflow"
     module = "tensorflow"
+    fingerprint_covers = "global generator"  # op-level seed counters are not readable
 
     def configure(self, settings: Settings) -> None:
         tf = self.loaded()
@@ -47,5 +48,27 @@ class TensorFlow(Source):
         return f"tf.random.set_seed({seed}) and global Generator.from_seed({seed})"
 
     def fingerprint(self) -> str:
-        # Op-level seed counters are not readable; the global generator's state is.
         return digest(self.loaded().random.get_global_generator().state.numpy().tobytes())
+
+    def get_state(self) -> State:
+        import numpy as np
+
+        generator = self.loaded().random.get_global_generator()
+        return {
+            "state": generator.state.numpy(),
+            "algorithm": np.array(generator.algorithm, dtype=np.int64),
+        }
+
+    def check_state(self, state: State) -> None:
+        super().check_state(state)
+        here = self.loaded().random.get_global_generator().algorithm
+        if int(state["algorithm"]) != here:
+            raise ValueError(
+                f"tensorflow: the file's global Generator uses RNG algorithm "
+                f"{int(state['algorithm'])}, this one uses {here}"
+            )
+
+    def set_state(self, state: State) -> str:
+        # In place: a Generator object the user holds resumes too.
+        self.loaded().random.get_global_generator().reset(state["state"])
+        return "global Generator.reset (op-level seeds cannot be restored)"

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from det_nb import determinism
 from det_nb.determinism import Settings
-from det_nb.sources.base import Source, digest
+from det_nb.sources.base import Source, State, check_arrays, digest
 from det_nb.status import Check
 
 
 class Torch(Source):
-    """``torch.manual_seed(s)``, which also seeds all CUDA devices."""
+    """``torch.manual_seed(s)``, which also seeds all CUDA devices.
+
+    The state saved is the CPU generator's and, once CUDA has started, every device's
+    (reading them before would start CUDA, and until then they are as seeded).
+    """
 
     name = "torch"
     module = "torch"
@@ -27,3 +31,38 @@ class Torch(Source):
 
     def fingerprint(self) -> str:
         return digest(self.loaded().get_rng_state().numpy().tobytes())
+
+    def get_state(self) -> State:
+        import numpy as np
+
+        torch = self.loaded()
+        state = {"cpu": torch.get_rng_state().numpy()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = np.stack([s.numpy() for s in torch.cuda.get_rng_state_all()])
+        return state
+
+    def check_state(self, state: State) -> None:
+        torch = self.loaded()
+        expected = {"cpu": torch.get_rng_state().numpy()}
+        if "cuda" in state:
+            devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            cuda = state["cuda"]
+            if cuda.ndim != 2 or cuda.dtype != expected["cpu"].dtype or len(cuda) != devices:
+                raise ValueError(
+                    f"torch: the file holds CUDA states {cuda.dtype}{cuda.shape}, this torch "
+                    f"has {devices} CUDA device(s)"
+                )
+            expected["cuda"] = cuda
+        check_arrays(self.name, state, expected)
+        try:  # torch checks the content too: try it on a scratch generator
+            torch.Generator().set_state(torch.from_numpy(state["cpu"].copy()))
+        except RuntimeError as error:
+            raise ValueError(f"torch: bad CPU generator state: {error}") from None
+
+    def set_state(self, state: State) -> str:
+        torch = self.loaded()
+        torch.set_rng_state(torch.from_numpy(state["cpu"].copy()))
+        if "cuda" not in state:
+            return "torch.set_rng_state (no CUDA states in the file: CUDA had not started)"
+        torch.cuda.set_rng_state_all([torch.from_numpy(row.copy()) for row in state["cuda"]])
+        return f"torch.set_rng_state and CUDA states of {len(state['cuda'])} device(s)"

@@ -1,0 +1,327 @@
+"""Saving and restoring PRNG state: draw k, save, draw m, restore, draw m again: equal."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_python
+
+from det_nb import state
+from det_nb.session import Session
+
+tf = pytest.importorskip("tensorflow")  # imported before any Session: no import hooks
+keras = pytest.importorskip("keras")
+
+
+@pytest.fixture
+def session() -> Iterator[Session]:
+    """A session of its own, seeded, with det_nb.rng() made."""
+    session = Session()
+    session.seed(42, 3)
+    session.rng()
+    yield session
+    session.close()
+
+
+DRAWS: dict[str, Callable[[Session], list[float]]] = {
+    "python random": lambda s: [random.random() for _ in range(3)] + [random.gauss(0, 1)],
+    "numpy": lambda s: [*np.random.rand(3), np.random.standard_normal()],
+    "tensorflow global generator": lambda s: tf.random.get_global_generator()
+    .normal([3]).numpy().tolist(),
+    "keras global SeedGenerator": lambda s: keras.random.normal([3]).numpy().tolist(),
+    "det_nb.rng()": lambda s: s.rng().random(3).tolist(),
+}
+
+
+@pytest.mark.parametrize("source", DRAWS)
+def test_restore_repeats_the_draws_made_after_saving(
+    source: str, session: Session, tmp_path: Path
+) -> None:
+    draw = DRAWS[source]
+    for _ in range(2):  # k draws before saving
+        draw(session)
+    state.save(session, tmp_path / "s.npz")
+    after_save = [draw(session) for _ in range(3)]  # m draws
+    lines = state.restore(session, tmp_path / "s.npz")
+    assert [draw(session) for _ in range(3)] == after_save
+    assert any(line.startswith(("python random:", "numpy:", "tensorflow:", "keras:",
+                                "det_nb.rng():")) for line in lines)
+
+
+def test_every_source_is_restored_at_once(session: Session, tmp_path: Path) -> None:
+    for draw in DRAWS.values():
+        draw(session)
+    state.save(session, tmp_path / "s.npz")
+    after_save = [draw(session) for draw in DRAWS.values()]
+    lines = state.restore(session, tmp_path / "s.npz")
+    assert [draw(session) for draw in DRAWS.values()] == after_save
+    assert [line.split(":")[0] for line in lines] == [
+        "python random", "numpy", "tensorflow", "keras", "det_nb.rng()",
+    ]
+
+
+def test_torch_cpu_and_cuda_generators_are_restored(session: Session, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    session.seed(42, 3)  # torch is imported now: seed it too
+    devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+    def draw() -> list[float]:
+        return [value for device in devices for value in torch.rand(3, device=device).tolist()]
+
+    draw()
+    state.save(session, tmp_path / "s.npz")
+    after_save = [draw() for _ in range(3)]
+    lines = state.restore(session, tmp_path / "s.npz")
+    assert [draw() for _ in range(3)] == after_save
+    assert any(line.startswith("torch: torch.set_rng_state") for line in lines)
+
+
+RESUME = """
+import json, random
+import numpy as np, tensorflow as tf
+import det_nb
+from det_nb import state
+det_nb.seed(42, trial=3)
+session = det_nb.get_session()
+def draws():
+    return [random.random(), float(np.random.rand()),
+            float(tf.random.get_global_generator().normal([])), float(session.rng().random())]
+"""
+
+
+def test_a_fresh_kernel_resumes_with_the_draws_it_would_have_made(tmp_path: Path) -> None:
+    """Pause in one interpreter, resume in another: the real use."""
+    path = str(tmp_path / "paused.npz")
+    paused = run_python(RESUME + f"""
+draws()
+state.save(session, {path!r})
+print(json.dumps(draws()))
+""")
+    resumed = run_python(RESUME + f"""
+restored = state.restore(session, {path!r})
+print(json.dumps({{"restored": restored, "draws": draws()}}))
+""")
+    assert resumed["draws"] == paused
+    assert [line.split(":")[0] for line in resumed["restored"]] == [
+        "python random", "numpy", "tensorflow", "keras", "det_nb.rng()",  # TF imports Keras
+    ]
+
+
+# -- what cannot be restored (measured; README and status say so) -------------------
+
+
+OP_LEVEL = {
+    "tf.random.normal": lambda: tf.random.normal([4]).numpy().tolist(),
+    "tf.random.uniform": lambda: tf.random.uniform([4]).numpy().tolist(),
+    "tf.random.shuffle": lambda: tf.random.shuffle(tf.range(10)).numpy().tolist(),
+    "tf.data shuffle": lambda: list(tf.data.Dataset.range(10).shuffle(10).as_numpy_iterator()),
+}
+
+
+@pytest.mark.parametrize("op", OP_LEVEL)
+def test_tf_op_level_random_ops_do_not_repeat_after_restore(
+    op: str, session: Session, tmp_path: Path
+) -> None:
+    OP_LEVEL[op]()
+    state.save(session, tmp_path / "s.npz")
+    first = OP_LEVEL[op]()
+    state.restore(session, tmp_path / "s.npz")
+    assert OP_LEVEL[op]() != first
+
+
+def test_keras_layer_seed_generators_are_neither_restored_nor_kept_by_save_weights(
+    session: Session, tmp_path: Path
+) -> None:
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dropout(0.5)])
+    ones = np.ones((1, 8), "float32")
+    model(ones, training=True)
+    state.save(session, tmp_path / "s.npz")
+    model.save_weights(tmp_path / "m.weights.h5")
+    first = model(ones, training=True).numpy().tolist()
+    state.restore(session, tmp_path / "s.npz")
+    model.load_weights(tmp_path / "m.weights.h5")
+    assert model(ones, training=True).numpy().tolist() != first
+
+
+def test_limits_and_check_name_what_cannot_be_restored(session: Session) -> None:
+    limits = state.limits(session)
+    assert any(line.startswith("TF op-level random ops") for line in limits)
+    assert any(line.startswith("Keras layers' SeedGenerators") for line in limits)
+    assert "generators you make yourself" in limits[-1]
+    check = state.status_check(session)
+    assert check.state == "ok"
+    assert "TF op-level random ops" in check.detail
+    assert "Keras layers' SeedGenerators" in check.detail
+
+
+# -- bad and mismatched files change nothing ----------------------------------------
+
+
+def snapshot(session: Session) -> dict[str, object]:
+    """Every restorable state, as comparable plain values."""
+    states: dict[str, object] = {"rng": session.rng_state()}
+    for source in session.sources:
+        if source.loaded() is not None and source.get_state() is not None:
+            states[source.name] = {k: np.asarray(v).tolist()
+                                   for k, v in source.get_state().items()}
+    return states
+
+
+def rewrite(path: Path, change: Callable[[dict, dict], None]) -> None:
+    """Load a saved state file's arrays and metadata, ``change`` them, save again."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    change(arrays, meta)
+    np.savez(path, **arrays, meta=np.array(json.dumps(meta)))
+
+
+def _set(mapping: dict, key: str, value: object) -> None:
+    mapping[key] = value
+
+
+def _drop_meta(path: Path) -> None:
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files if name != "meta"}
+    np.savez(path, **arrays)
+
+
+def _add_text_member(path: Path) -> None:
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("notes.txt", "x")
+
+
+BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "empty": (lambda p: p.write_bytes(b""), "is empty"),
+    "text": (lambda p: p.write_text("not an archive"), "not an .npz archive"),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:-100]), "not an .npz archive"),
+    "oversized": (lambda p: p.write_bytes(b"\0" * 1_000_001), "over 1000000 bytes"),
+    "pickled object": (
+        lambda p: rewrite(p, lambda a, m: _set(a, "numpy.keys", np.array([{}], dtype=object))),
+        "holds objects",
+    ),
+    "not npy member": (_add_text_member, "not NumPy arrays"),
+    "no metadata": (_drop_meta, "no det_nb metadata"),
+    "other format": (lambda p: rewrite(p, lambda a, m: _set(m, "format", "x")),
+                     "not a det_nb state file"),
+    "wrong version": (lambda p: rewrite(p, lambda a, m: _set(m, "version", 2)),
+                      "has version 2; this det_nb reads version 1"),
+    "bad metadata field": (lambda p: rewrite(p, lambda a, m: _set(m, "sources", [])),
+                           "metadata.sources must be an object"),
+    "unknown source": (
+        lambda p: rewrite(p, lambda a, m: m["sources"].update({"mystery": []})),
+        "which det_nb does not know",
+    ),
+    "torch state": (  # all zeros: torch itself refuses it
+        lambda p: rewrite(p, lambda a, m: (m["sources"].update({"torch": ["cpu"]}),
+                                           _set(a, "torch.cpu", np.zeros(5056, np.uint8)))),
+        "torch is not imported here",
+    ),
+    "missing array": (lambda p: rewrite(p, lambda a, m: a.pop("numpy.keys")),
+                      "lacks numpy's arrays ['keys']"),
+    "extra array": (lambda p: rewrite(p, lambda a, m: _set(a, "stray", np.zeros(2))),
+                    "no source claims: ['stray']"),
+    "wrong shape": (lambda p: rewrite(p, lambda a, m: _set(a, "python_random.mt",
+                                                           np.zeros(3, np.uint32))),
+                    "python random: array 'mt' is uint32(3,)"),
+    "wrong dtype": (lambda p: rewrite(p, lambda a, m: _set(a, "numpy.keys",
+                                                           a["numpy.keys"].astype(np.int64))),
+                    "numpy: array 'keys' is int64(624,)"),
+    "numpy position past the end": (
+        lambda p: rewrite(p, lambda a, m: _set(a, "numpy.pos", np.array(625, np.int64))),
+        "position 625 is not in [0, 624]",
+    ),
+    "python index past the end": (
+        lambda p: rewrite(p, lambda a, m: _set(
+            a, "python_random.mt", np.append(a["python_random.mt"][:-1], np.uint32(999)))),
+        "index 999 is past 624",
+    ),
+    "tf algorithm": (
+        lambda p: rewrite(p, lambda a, m: _set(a, "tensorflow.algorithm", np.array(2))),
+        "RNG algorithm 2, this one uses 1",
+    ),
+    "keras shape": (
+        lambda p: rewrite(p, lambda a, m: (m["sources"].update({"keras": ["global"]}),
+                                           _set(a, "keras.global", np.zeros(3, np.int64)))),
+        "keras needs 2 integers",
+    ),
+    "bad rng state": (
+        lambda p: rewrite(p, lambda a, m: _set(m, "rng", {"bit_generator": "MT19937"})),
+        "bad det_nb.rng() state",
+    ),
+    "other lineage": (
+        lambda p: rewrite(p, lambda a, m: _set(m["lineage"], "trial", 4)),
+        "was saved under %det_seed 42 --trial 4, but this session runs",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_a_bad_file_gets_one_line_and_changes_nothing(
+    case: str, session: Session, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.npz"
+    keras.random.normal([1])  # a global Keras SeedGenerator exists
+    state.save(session, path)
+    spoil, message = BAD_FILES[case]
+    if case == "torch state" and "torch" in sys.modules:
+        message = "torch: bad CPU generator state"
+    spoil(path)
+    for draw in DRAWS.values():
+        draw(session)
+    before = snapshot(session)
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        state.restore(session, path)
+    assert "\n" not in str(error.value)
+    assert snapshot(session) == before
+
+
+def test_missing_file_folder_and_unseeded_session(session: Session, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        state.restore(session, tmp_path / "nothing.npz")
+    with pytest.raises(ValueError, match="is a folder"):
+        state.restore(session, tmp_path)
+    state.save(session, tmp_path / "s.npz")
+    fresh = Session()
+    with pytest.raises(ValueError, match=r"saved under %det_seed 42 --trial 3; run it first"):
+        state.restore(fresh, tmp_path / "s.npz")
+    with pytest.raises(ValueError, match="not seeded yet"):
+        state.save(fresh, tmp_path / "t.npz")
+
+
+def test_saving_is_atomic_and_refuses_a_missing_folder(session: Session, tmp_path: Path) -> None:
+    path = tmp_path / "s.npz"
+    path.write_text("old")
+    assert state.save(session, path) == path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]  # no temporary left
+    assert np.load(path, allow_pickle=False).files
+    with pytest.raises(ValueError, match="does not exist"):
+        state.save(session, tmp_path / "missing" / "s.npz")
+
+
+def test_what_the_file_lacks_is_left_and_said(tmp_path: Path) -> None:
+    session = Session()
+    session.seed(42, 3)
+    state.save(session, tmp_path / "s.npz")  # det_nb.rng() not made yet
+    session.rng().random()
+    session.seed(42, 3, per_cell=True)
+    lines = state.restore(session, tmp_path / "s.npz")
+    assert "det_nb.rng(): not in the file (not made when saved), left as is" in lines
+    assert lines[-1].startswith("per-cell seeding is on")
+    session.close()
+
+
+def test_no_pickle_anywhere_in_det_nb() -> None:
+    package = Path(state.__file__).parent
+    for source in package.rglob("*.py"):
+        code = source.read_text()
+        assert not re.search(r"import (c?pickle|dill|shelve|joblib)|\bpickle\.", code), source
+        assert "allow_pickle=True" not in code, source
