@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from det_nb.lineage import Lineage
@@ -13,8 +14,9 @@ from det_nb.session import get_session
 from det_nb.status import Report
 
 __all__ = [
-    "Lineage", "Report", "jax_key", "lineage", "load_ipython_extension", "reseed", "rng", "seed",
-    "status", "unload_ipython_extension", "worker_seed",
+    "Lineage", "Report", "jax_key", "lineage", "load_ipython_extension", "load_record",
+    "load_state", "record", "reseed", "rng", "save_record", "save_state", "seed", "status",
+    "unload_ipython_extension", "worker_seed",
 ]
 __version__ = "0.1.0"
 
@@ -26,14 +28,17 @@ def seed(
     scheme: str = "seedsequence",
     threads: int | None = 1,
     deterministic_ops: bool = False,
+    per_cell: bool = False,
 ) -> Lineage:
     """Seed every PRNG from ``seed`` and ``trial``; return the lineage.
 
     ``threads``: TF threads to pin (1, the default, is single-thread mode; None leaves TF
-    alone). Raises ValueError on bad input, before anything is seeded.
+    alone). ``per_cell`` acts where the IPython extension is loaded. Raises ValueError on
+    bad input, before anything is seeded.
     """
     return get_session().seed(
-        seed, trial, scheme=scheme, threads=threads, deterministic_ops=deterministic_ops
+        seed, trial, scheme=scheme, threads=threads, deterministic_ops=deterministic_ops,
+        per_cell=per_cell,
     )
 
 
@@ -65,6 +70,41 @@ def jax_key() -> Any:
 def worker_seed(worker: int) -> int:
     """Seed of data-loader worker or distributed rank ``worker`` of the current trial."""
     return get_session().worker_seed(worker)
+
+
+def record() -> dict[str, Any]:
+    """The run record: lineage, settings and their status, and the environment (JSON-able)."""
+    from det_nb import run_record
+
+    return run_record.build(get_session())
+
+
+def save_record(path: str) -> Path:
+    """Write the run record to ``path`` as JSON, atomically."""
+    from det_nb import run_record
+
+    return run_record.save(get_session(), path)
+
+
+def load_record(path: str) -> list[str]:
+    """Replay a run record's lineage and settings; return the environment differences."""
+    from det_nb import run_record
+
+    return run_record.replay(get_session(), run_record.load(path))
+
+
+def save_state(path: str) -> Path:
+    """Save every seeded source's PRNG state (and det_nb.rng()'s) to ``path`` (.npz)."""
+    from det_nb import state
+
+    return state.save(get_session(), path)
+
+
+def load_state(path: str) -> list[str]:
+    """Restore the PRNG states saved by :func:`save_state`; return what was restored."""
+    from det_nb import state
+
+    return state.restore(get_session(), path)
 
 
 def load_ipython_extension(ipython: Any) -> None:
