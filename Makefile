@@ -1,5 +1,6 @@
 # make test: set up .venv and run the whole suite (lint, unit, kernels, notebooks, browser).
 # make demo: set up .venv and open the quickstart in JupyterLab (or run it headless).
+# make bench: the benchmark table; make notebooks: re-execute and store notebook outputs.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -41,6 +42,10 @@ notebooks: $(VENV)/.test-installed
 	    --ExecutePreprocessor.extra_arguments='["--IPKernelApp.capture_fd_output=False"]' \
 	    "$$notebook" || exit 1; \
 	done
+
+# Side-by-side ratios (det_nb against hand-written baselines); never part of make test.
+bench: $(VENV)/.test-installed
+	$(PY) benchmarks/run.py
 
 demo: $(VENV)/.demo-installed
 	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ] && [ "$(HEADLESS)" != 1 ]; then \

@@ -17,7 +17,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "kernel", help="install, list or remove deterministic Jupyter kernels",
         description="Jupyter kernels that set what only acts at process start "
         "(PYTHONHASHSEED, TensorFlow threads and op determinism, cuBLAS workspace), load "
-        "det_nb and, given a seed, run %%det_seed before the first cell.",
+        "det_nb and, given a seed, run %det_seed before the first cell.",
     )
     actions = kernel_command.add_subparsers(dest="action", required=True, metavar="ACTION")
 

@@ -1,0 +1,137 @@
+"""A throw-away JupyterLab server for the browser test: local, token-protected, quiet.
+
+It serves a temporary root folder on 127.0.0.1 with its own settings (no news or update
+toasts), workspaces and runtime folders, so nothing from the user's Jupyter set-up leaks
+in, and it always shuts down with its kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+# No toasts over the page: no news, no update checks, no other notifications.
+QUIET_NOTIFICATIONS = {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True}
+KERNEL_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A running server: where it listens and its token."""
+
+    port: int
+    token: str
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, notebook: str) -> str:
+        """The page that opens ``notebook`` (relative to the root folder) in JupyterLab."""
+        return f"{self.base}/lab/tree/{notebook}?token={self.token}"
+
+    def api(self, method: str, path: str) -> object:
+        """Call the REST API; the decoded JSON answer, or None when it has no body."""
+        request = urllib.request.Request(
+            f"{self.base}{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_notebook(path: Path, *cells: str) -> None:
+    """A notebook of code cells for the current Python kernel."""
+    notebook = {
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "cells": [
+            {"cell_type": "code", "id": f"cell-{i}", "metadata": {}, "execution_count": None,
+             "outputs": [], "source": source}
+            for i, source in enumerate(cells)
+        ],
+    }
+    path.write_text(json.dumps(notebook, indent=1))
+
+
+@contextmanager
+def jupyter_lab(work: Path, timeout: float = 60) -> Iterator[Lab]:
+    """Run JupyterLab with root folder ``work / "root"`` until the block ends.
+
+    The server runs this interpreter's ``jupyter`` (so kernels get this environment); its
+    log goes to ``work / "server.log"`` and is shown if it fails to start.
+    """
+    root, settings = work / "root", work / "settings"
+    notification = settings / "@jupyterlab" / "apputils-extension"
+    for folder in (root, notification, work / "workspaces", work / "runtime"):
+        folder.mkdir(parents=True, exist_ok=True)
+    (notification / "notification.jupyterlab-settings").write_text(
+        json.dumps(QUIET_NOTIFICATIONS)
+    )
+    lab = Lab(free_port(), secrets.token_hex(16))
+    log = (work / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("jupyter")), "lab",
+            "--allow-root", "--no-browser", "--ip=127.0.0.1", f"--port={lab.port}",
+            f"--IdentityProvider.token={lab.token}", f"--ServerApp.root_dir={root}",
+            f"--LabApp.user_settings_dir={settings}",
+            f"--LabApp.workspaces_dir={work / 'workspaces'}",
+        ],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, **KERNEL_ENV, "JUPYTER_RUNTIME_DIR": str(work / "runtime")},
+    )
+    try:
+        _wait_until_up(lab, server, work / "server.log", timeout)
+        yield lab
+    finally:
+        _shut_down(lab, server)
+        log.close()
+
+
+def _wait_until_up(lab: Lab, server: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            break
+        try:
+            lab.api("GET", "/api/status")
+            return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.25)
+    raise RuntimeError(f"JupyterLab did not start; its log:\n{log.read_text()[-3000:]}")
+
+
+def _shut_down(lab: Lab, server: subprocess.Popen) -> None:
+    """Shut down kernels and server through the API; terminate, then kill, if that fails."""
+    if server.poll() is None:
+        try:
+            for kernel in lab.api("GET", "/api/kernels"):
+                lab.api("DELETE", f"/api/kernels/{kernel['id']}")
+            lab.api("POST", "/api/shutdown")
+            server.wait(timeout=15)
+        except (urllib.error.URLError, ConnectionError, subprocess.TimeoutExpired):
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
