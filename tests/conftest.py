@@ -23,6 +23,24 @@ def shell() -> InteractiveShell:
     return ipython
 
 
+def prng_states() -> tuple:
+    """Everything a rejected input must leave as it was: streams, lineage, settings."""
+    import random
+
+    import numpy as np
+    import tensorflow as tf
+
+    import det_nb
+
+    return (
+        random.getstate(),
+        np.random.get_state()[1].tobytes(),
+        tf.random.get_global_generator().state.numpy().tobytes(),
+        det_nb.lineage(),
+        det_nb.get_session().settings,
+    )
+
+
 def start_python(code: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``code`` in a fresh interpreter (no state shared with the test process)."""
     return subprocess.Popen(

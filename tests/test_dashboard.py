@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_python
+from conftest import prng_states, run_python
 from IPython.utils.capture import capture_output
 from ipywidgets.widgets.widget import _instances as live_widgets
 
@@ -29,16 +29,6 @@ def draws() -> list[float]:
         float(tf.random.uniform([])),
         float(tf.random.get_global_generator().uniform([])),
     ]
-
-
-def prng_states() -> tuple:
-    return (
-        random.getstate(),
-        np.random.get_state()[1].tobytes(),
-        tf.random.get_global_generator().state.numpy().tobytes(),
-        det_nb.lineage(),
-        get_session().settings,
-    )
 
 
 def shown(shell, line: str) -> list[dict]:

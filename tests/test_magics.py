@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import prng_states
 from IPython.core.error import UsageError
 
 import det_nb
@@ -33,15 +34,6 @@ def plain_seeding(seed: int) -> None:
     """What a user would write by hand with the libraries' own calls."""
     keras.utils.set_random_seed(seed)  # random, NumPy, tf.random.set_seed, Keras
     tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
-
-
-def prng_states() -> tuple:
-    return (
-        random.getstate(),
-        np.random.get_state()[1].tobytes(),
-        tf.random.get_global_generator().state.numpy().tobytes(),
-        det_nb.lineage(),
-    )
 
 
 def test_draws_equal_plain_library_calls_with_the_trial_seed(shell) -> None:
