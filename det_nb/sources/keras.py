@@ -28,7 +28,8 @@ class Keras(Source):
     def generators(self) -> list[object]:
         """Every live Keras SeedGenerator (one per random layer, plus the global one)."""
         seed_generator = self.loaded().random.SeedGenerator
-        return [obj for obj in gc.get_objects() if isinstance(obj, seed_generator)]
+        # type(), not isinstance(): isinstance reads __class__, which some proxies warn on.
+        return [obj for obj in gc.get_objects() if issubclass(type(obj), seed_generator)]
 
     def get_state(self) -> State:
         """``{"global": [seed, counter]}``, or ``{}`` while no global SeedGenerator exists."""
