@@ -7,14 +7,9 @@ later; :meth:`Session.status` reads the sources back into a report.
 
 from __future__ import annotations
 
-import gc
-import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
-
-import wrapt
-from wrapt import importer as wrapt_importer
 
 from det_nb import determinism
 from det_nb.cluster import cluster_trial_seed
@@ -44,7 +39,6 @@ class Session:
         self._import_guard = ImportGuard()
         self._listeners: list[Callable[[], None]] = []
         self._rng: Any = None  # numpy Generator, made on first det_nb.rng()
-        self._early_keras_generators: weakref.WeakSet = weakref.WeakSet()
 
     # -- applying -----------------------------------------------------------------------
 
@@ -101,8 +95,6 @@ class Session:
 
     def _apply_to(self, source: Source) -> None:
         """Configure, then seed, one imported source; a failure is reported, not raised."""
-        if isinstance(source, Keras):
-            self._early_keras_generators = weakref.WeakSet(source.generators())
         try:
             source.configure(self.settings)
             what = source.seed(self.applied_seed)
@@ -121,6 +113,8 @@ class Session:
                 self._import_guard.imported(module)
                 self._notify()
 
+        import wrapt  # here, not at module level: it costs %load_ext 20 ms (asyncio)
+
         self._hooks[module] = on_import
         self._import_guard.watched.add(module)
         self._import_guard.install()
@@ -128,13 +122,18 @@ class Session:
 
     def close(self) -> None:
         """Remove the post-import hooks still waiting for an import (for unload)."""
-        with wrapt_importer._post_import_hooks_lock:
-            for module, hook in self._hooks.items():
-                pending = wrapt_importer._post_import_hooks.get(module) or []
-                if hook in pending:
-                    pending.remove(hook)
+        if self._hooks:
+            from wrapt import importer as wrapt_importer
+
+            with wrapt_importer._post_import_hooks_lock:
+                for module, hook in self._hooks.items():
+                    pending = wrapt_importer._post_import_hooks.get(module) or []
+                    if hook in pending:
+                        pending.remove(hook)
         self._hooks.clear()
         self._import_guard.uninstall()
+        for source in self.sources:
+            source.close()
         self._listeners.clear()
 
     @property
@@ -208,7 +207,7 @@ class Session:
             if source.installed():
                 checks.extend(source.checks(self.settings))
             if isinstance(source, Keras) and source.name in self._seeded:
-                checks.append(self._keras_layers_check())
+                checks.append(self._keras_layers_check(source))
         if self.cluster_seed is not None:
             checks.append(self._cluster_check())
         checks.append(self._per_cell_check())
@@ -264,16 +263,13 @@ class Session:
         covers = f"{source.fingerprint_covers}: " if source.fingerprint_covers else ""
         return Check(name, "ok", f"{what}; {covers}{moved}")
 
-    def _keras_layers_check(self) -> Check:
-        if self._early_keras_generators:
-            gc.collect()  # layers the user dropped may only be held by reference cycles
-        early = [g for g in self._early_keras_generators
-                 if getattr(g, "_initial_seed", None) is None]
+    def _keras_layers_check(self, keras: Keras) -> Check:
+        early = keras.early_generators()
         if not early:
             return Check("keras layers", "ok", "every live random layer was built after seeding")
         return Check(
             "keras layers", "warn",
-            f"{len(early)} random layer(s) (Keras SeedGenerator) built before the latest "
+            f"{early} random layer(s) (Keras SeedGenerator) built before the latest "
             "seeding keep their earlier random state and do not restart",
             "re-run the cells that build the model after %det_seed",
         )

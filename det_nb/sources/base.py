@@ -49,6 +49,9 @@ class Source(ABC):
         """Checks of the settings this framework honours, read from its runtime now."""
         return []
 
+    def close(self) -> None:  # noqa: B027 - most sources hold nothing
+        """Undo what the source installed in its framework (for ``%unload_ext``)."""
+
     def fingerprint(self) -> str | None:
         """A digest of the current PRNG state, or None where the state cannot be read.
 

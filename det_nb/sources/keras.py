@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import weakref
+from typing import Any
 
 from det_nb.sources.base import Source, State
 
@@ -11,25 +13,58 @@ class Keras(Source):
     """``keras.utils.set_random_seed(s)`` (which also seeds random, NumPy and TF with s).
 
     A layer's SeedGenerator takes its state when the layer is built, so layers built
-    before seeding stay unseeded: :meth:`generators` lets the session count them. The
-    state saved and restored is the global SeedGenerator's, which ``keras.random``
+    before seeding keep their earlier state. To count them cheaply, the source wraps
+    ``keras.random.SeedGenerator.__init__`` (with wrapt) and notes at which seeding each
+    generator was born; generators alive before that are found once, by a heap scan.
+    The state saved and restored is the global SeedGenerator's, which ``keras.random``
     functions called without a seed draw from; layers' generators are not global.
     """
 
     name = "keras"
     module = "keras"
 
+    def __init__(self) -> None:
+        self._seedings = 0
+        self._births: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._watched: Any = None  # the SeedGenerator class whose __init__ is wrapped
+
     def seed(self, seed: int) -> str:
+        self._watch()
+        self._seedings += 1
         # It re-seeds Python random and NumPy with the same seed too: the session seeds
         # those first, and restores them after a Keras imported later (import_guard).
         self.loaded().utils.set_random_seed(seed)
         return f"keras.utils.set_random_seed({seed})"
 
-    def generators(self) -> list[object]:
-        """Every live Keras SeedGenerator (one per random layer, plus the global one)."""
+    def early_generators(self) -> int:
+        """Live unseeded-at-build generators (random layers) born before the latest seeding."""
+        return sum(
+            1 for generator, born in list(self._births.items())
+            if born < self._seedings and getattr(generator, "_initial_seed", None) is None
+        )
+
+    def close(self) -> None:
+        """Unwrap ``SeedGenerator.__init__`` (for unload)."""
+        if self._watched is not None:
+            self._watched.__init__ = self._watched.__init__.__wrapped__
+            self._watched = None
+
+    def _watch(self) -> None:
+        if self._watched is not None:
+            return
+        import wrapt  # only once Keras is in use: it costs %load_ext 20 ms
+
         seed_generator = self.loaded().random.SeedGenerator
         # type(), not isinstance(): isinstance reads __class__, which some proxies warn on.
-        return [obj for obj in gc.get_objects() if issubclass(type(obj), seed_generator)]
+        for obj in gc.get_objects():
+            if issubclass(type(obj), seed_generator):
+                self._births[obj] = 0
+        wrapt.wrap_function_wrapper(seed_generator, "__init__", self._note_birth)
+        self._watched = seed_generator
+
+    def _note_birth(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
+        wrapped(*args, **kwargs)
+        self._births[instance] = self._seedings
 
     def get_state(self) -> State:
         """``{"global": [seed, counter]}``, or ``{}`` while no global SeedGenerator exists."""
