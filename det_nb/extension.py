@@ -17,10 +17,10 @@ def load(shell: Any) -> None:
     """Register the magics and their config traits; loading twice registers once."""
     if _registered(shell) is not None:
         return
-    # Magics.__init__ adds the instance to shell.configurables, which makes %config see it.
     # IPython picks the banner tip with the global random.choice on every kernel_info
     # request (each front-end (re)connect), which would move the seeded Python stream.
     shell.enable_tip = False
+    # Magics.__init__ adds the instance to shell.configurables, which makes %config see it.
     magics = DetMagics(shell=shell, session=get_session(), parent=shell)
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.before_cell)
