@@ -17,6 +17,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from det_nb.determinism import Settings
 from det_nb.lineage import Lineage
 from det_nb.session import Session
 from det_nb.status import STATE_COLOURS, Check, Report
@@ -128,7 +129,7 @@ class Dashboard:
         lines = [report.headline()]
         if lineage is not None:
             lines += [
-                f"  experiment seed: {_origin(lineage.experiment_seed_origin)}",
+                f"  experiment seed: {_ORIGINS[lineage.experiment_seed_origin][0]}",
                 f"  trial seed: {lineage.trial_seed_origin}",
                 "  sources: " + ", ".join(f"{name} {seed}" for name, seed in self._received()),
             ]
@@ -200,7 +201,7 @@ class Dashboard:
         rows = [
             ("experiment seed",
              f'<b class="det-nb-experiment-seed">{lineage.experiment_seed}</b> '
-             + _badge(_origin(origin), _ORIGIN_COLOURS[origin])),
+             + _badge(*_ORIGINS[origin])),
             ("trial", f'<span class="det-nb-trial-value">{_trial_text(lineage) or "none"}</span>'),
             ("trial seed",
              f'<b class="det-nb-trial-seed">{lineage.trial_seed}</b> '
@@ -245,12 +246,18 @@ class Dashboard:
     def _threads(self) -> int | None:
         return 1 if self.single_thread.value else (self.thread_count.value or None)
 
-    def _controls_in_force(self) -> bool:
-        lineage, settings = self.session.lineage, self.session.settings
+    def _lineage_in_force(self) -> bool:
+        lineage = self.session.lineage
         return (
             lineage is not None
             and self.seed_field.value.strip() == str(lineage.experiment_seed)
             and self.trial_field.value.strip() == _trial_text(lineage)
+        )
+
+    def _controls_in_force(self) -> bool:
+        settings = self.session.settings
+        return (
+            self._lineage_in_force()
             and self._threads() == settings.threads
             and self.deterministic_ops.value == settings.deterministic_ops
         )
@@ -262,10 +269,13 @@ class Dashboard:
                 self.session.reseed()
                 return
             lineage = self.session.lineage
-            scheme = {} if lineage is None else {"scheme": lineage.scheme}
             # Settings without a control here (per-cell seeding) stay as they are.
             settings = {**dataclasses.asdict(self.session.settings), "threads": self._threads(),
                         "deterministic_ops": self.deterministic_ops.value}
+            if self._lineage_in_force():  # keep where the seed came from (assigned, cluster)
+                self.session.apply(lineage, Settings(**settings))
+                return
+            scheme = {} if lineage is None else {"scheme": lineage.scheme}
             self.session.seed(
                 self.seed_field.value.strip() or None,
                 self.trial_field.value.strip() or None,
@@ -283,11 +293,11 @@ _NOT_SEEDED = (
     "not seeded yet: run %det_seed SEED, or press Re-seed (an empty experiment seed is "
     "assigned from the clock)"
 )
-_ORIGIN_COLOURS = {"given": STATE_COLOURS["off"], "assigned": "#8250df"}
-
-
-def _origin(origin: str) -> str:
-    return "given by the user" if origin == "given" else "assigned by det_nb from the clock"
+_ORIGINS = {  # lineage.experiment_seed_origin -> (badge text, colour)
+    "given": ("given by the user", STATE_COLOURS["off"]),
+    "assigned": ("assigned by det_nb from the clock", "#8250df"),
+    "cluster": ("the Determined trial's seed", "#0969da"),
+}
 
 
 def _trial_text(lineage: Lineage | None) -> str:
@@ -348,6 +358,13 @@ def dashboard_for(session: Session) -> Dashboard:
     if session not in _DASHBOARDS:
         _DASHBOARDS[session] = Dashboard(session)
     return _DASHBOARDS[session]
+
+
+def refresh_dashboard(session: Session) -> None:
+    """Re-read the session into its dashboard, if it has one (cells draw: states move)."""
+    dashboard = _DASHBOARDS.get(session)
+    if dashboard is not None:
+        dashboard.refresh()
 
 
 def close_dashboard(session: Session) -> None:

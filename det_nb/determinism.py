@@ -1,7 +1,7 @@
 """Thread modes, op determinism and the environment checks that make floats reproducible.
 
-Each function acts on a framework module the caller already holds (nothing here imports
-a framework) and returns :class:`~det_nb.status.Check` objects read from the runtime.
+Each function acts on a framework the user already imported (nothing here imports one
+that is not loaded) and the checks are read from the runtime and the start-up environment.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from types import ModuleType
 from det_nb.status import Check
 
 KERNEL_MARKER = "DET_NB_KERNEL"  # set in the env of kernels `python -m det_nb kernel` installs
+MAX_THREADS = 1024
 THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 CUBLAS_DETERMINISTIC = ":4096:8"
@@ -42,17 +43,42 @@ class Settings:
 
 
 def validate_threads(threads: object) -> int | None:
-    """``threads`` as an int >= 1, or None; ValueError saying what is allowed otherwise."""
+    """``threads`` as an int in [1, MAX_THREADS], or None; ValueError otherwise.
+
+    TF accepts any count and then fails on every op, so the bound is checked here.
+    """
     if threads is None:
         return None
-    if isinstance(threads, str) and threads.strip().isdigit():
+    if isinstance(threads, str) and threads.strip().isascii() and threads.strip().isdigit():
         threads = int(threads)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
         raise ValueError(
-            f"threads must be an integer >= 1 (or None to leave TensorFlow's thread pools "
-            f"alone), got {threads!r}"
+            f"threads must be an integer in [1, {MAX_THREADS}] (or None to leave TensorFlow's "
+            f"thread pools alone), got {threads!r}"
         )
     return threads
+
+
+def validate_flag(value: object, name: str) -> bool:
+    """``value`` if it is a bool; ValueError otherwise (``"no"`` must not mean True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def startup_environ() -> dict[str, str]:
+    """The environment this process started with (Linux: /proc), else the current one.
+
+    What only acts at start (PYTHONHASHSEED, TF thread variables) must be judged by it:
+    ``%env PYTHONHASHSEED=0`` in a running kernel fixes nothing.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as file:
+            entries = file.read().split(b"\0")
+    except OSError:
+        return dict(os.environ)
+    pairs = (entry.decode(errors="replace").partition("=") for entry in entries if entry)
+    return {key: value for key, _, value in pairs}
 
 
 def tf_thread_counts(tf: ModuleType) -> tuple[int, int]:
@@ -63,9 +89,11 @@ def tf_thread_counts(tf: ModuleType) -> tuple[int, int]:
     threading = tf.config.threading
     counts = [threading.get_intra_op_parallelism_threads(),
               threading.get_inter_op_parallelism_threads()]
+    environ = startup_environ()
     for i, variable in enumerate(THREAD_ENV):
-        if counts[i] == 0 and os.environ.get(variable, "").isdigit():
-            counts[i] = int(os.environ[variable])
+        value = environ.get(variable, "")
+        if counts[i] == 0 and value.isascii() and value.isdigit():
+            counts[i] = int(value)
     return counts[0], counts[1]
 
 
@@ -150,7 +178,8 @@ def torch_determinism_check(torch: ModuleType) -> Check:
             "torch deterministic algorithms", "off",
             "off: some CUDA kernels are non-deterministic", "%det_seed SEED --deterministic-ops",
         )
-    if torch.cuda.is_available() and os.environ.get(CUBLAS_ENV) not in (":4096:8", ":16:8"):
+    if torch.cuda.is_available() and os.environ.get(CUBLAS_ENV) not in (CUBLAS_DETERMINISTIC,
+                                                                         ":16:8"):
         return Check(
             "torch deterministic algorithms", "warn",
             f"on, but {CUBLAS_ENV} was not set before CUDA started: cuBLAS calls will raise",
@@ -161,12 +190,13 @@ def torch_determinism_check(torch: ModuleType) -> Check:
 
 def hash_seed_check() -> Check:
     """Python's str/bytes hash randomisation, fixed only at interpreter start."""
-    fixed = os.environ.get("PYTHONHASHSEED", "")
-    kernel = os.environ.get(KERNEL_MARKER)
+    environ = startup_environ()
+    fixed = environ.get("PYTHONHASHSEED", "")
+    kernel = environ.get(KERNEL_MARKER)
     if not sys.flags.hash_randomization:
         where = f"by the det_nb kernel {kernel!r}" if kernel else "at start"
         return Check("hash randomisation", "ok", f"off (PYTHONHASHSEED=0 {where})")
-    if fixed.isdigit():
+    if fixed.isascii() and fixed.isdigit():
         return Check("hash randomisation", "ok", f"fixed by PYTHONHASHSEED={fixed} at start")
     return Check(
         "hash randomisation", "warn",

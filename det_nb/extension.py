@@ -24,6 +24,8 @@ def load(shell: Any) -> None:
     magics = DetMagics(shell=shell, session=get_session(), parent=shell)
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.before_cell)
+    shell.events.register("post_run_cell", magics.after_cell)
+    magics.session.cells_observed = True
 
 
 def unload(shell: Any) -> None:
@@ -37,6 +39,8 @@ def unload(shell: Any) -> None:
     shell.magics_manager.registry.pop(type(magics).__name__, None)
     shell.configurables.remove(magics)
     shell.events.unregister("pre_run_cell", magics.before_cell)
+    shell.events.unregister("post_run_cell", magics.after_cell)
+    magics.session.cells_observed = False
     if "det_nb.dashboard" in sys.modules:
         from det_nb.dashboard import close_dashboard
 

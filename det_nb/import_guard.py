@@ -30,6 +30,10 @@ class ImportGuard:
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
         """Snapshot the streams when the outermost watched import begins."""
+        if self._outermost is not None and self._outermost not in sys.modules:
+            # That import failed (a module being imported is in sys.modules until it
+            # fails): drop its snapshot rather than rewind a later import to it.
+            self._outermost = self._saved = None
         if self._outermost is None and fullname in self.watched and fullname not in sys.modules:
             self._outermost, self._saved = fullname, _global_states()
 

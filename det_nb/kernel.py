@@ -22,6 +22,7 @@ from det_nb.determinism import (
     CUBLAS_DETERMINISTIC,
     CUBLAS_ENV,
     KERNEL_MARKER,
+    MAX_THREADS,
     THREAD_ENV,
     validate_threads,
 )
@@ -54,7 +55,7 @@ class KernelOptions:
         if self.seed is not None:
             Lineage(validate_seed(self.seed, "seed"), self.trial, self.scheme)
         if validate_threads(self.threads) is None:  # "leave TF alone" has no variable
-            raise ValueError("threads must be an integer >= 1")
+            raise ValueError(f"threads must be an integer in [1, {MAX_THREADS}]")
 
     def seed_line(self) -> str | None:
         """The ``%det_seed`` line the kernel runs before the first cell, if seeded."""
@@ -73,7 +74,11 @@ class KernelOptions:
         # kernel_info request, which front ends send when they (re)connect: it would
         # move Python's random stream between %det_seed and the first cell.
         argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                "--ext", "det_nb", "--InteractiveShell.enable_tip=False"]
+                "--ext", "det_nb", "--InteractiveShell.enable_tip=False",
+                # The kernel's settings are also the defaults of every later %det_seed.
+                f"--DetMagics.threads={self.threads}",
+                f"--DetMagics.deterministic_ops={self.deterministic_ops}",
+                f"--DetMagics.scheme={self.scheme}"]
         line = self.seed_line()
         if line is not None:
             argv.append(f"--IPKernelApp.exec_lines={line}")

@@ -33,7 +33,8 @@ def validate_seed(value: object, name: str = "seed") -> int:
         raise ValueError(f"{allowed}, got {value!r}")
     if isinstance(value, str):
         text = value.strip()
-        if not text.lstrip("+-").isdigit():
+        digits = text.lstrip("+-")
+        if not (digits.isascii() and digits.isdigit()):
             raise ValueError(f"{allowed}, got {value!r}")
         number = int(text)
     elif isinstance(value, int):

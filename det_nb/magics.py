@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -59,7 +59,7 @@ class DetMagics(Magics, Configurable):
     )
     @argument("--trial", "-t", help="Trial number in [0, 2**31-1] (scheme determined: from 1).")
     @argument(
-        "--scheme", choices=SCHEMES,
+        "--scheme", choices=SCHEMES, type=str.lower,
         help="How the trial seed is derived: seedsequence (default; NumPy SeedSequence of "
         "experiment seed and trial) or determined (the seed Determined's master gives the "
         "trial-th trial it creates).",
@@ -107,12 +107,12 @@ class DetMagics(Magics, Configurable):
         if args.load and any(value not in (None, []) for value in settings_given):
             raise UsageError("--load replays the recorded seed and settings: give no seed, "
                              "trial or setting with it")
-        if args.save and not Path(args.save).expanduser().parent.is_dir():
-            raise UsageError(f"--save: the folder of {args.save!r} does not exist")
         from det_nb import run_record
 
         differences: list[str] = []
         try:
+            if args.save:
+                run_record.writable_target(args.save)  # before anything changes
             if args.load:
                 differences = run_record.replay(self.session, run_record.load(args.load))
             else:
@@ -164,6 +164,13 @@ class DetMagics(Magics, Configurable):
     def before_cell(self, info: object) -> None:
         """``pre_run_cell`` event: per-cell re-seeding, keyed by the cell's source text."""
         self.session.before_cell(info.raw_cell)
+
+    def after_cell(self, result: object) -> None:
+        """``post_run_cell`` event: a dashboard on screen shows the draws the cell made."""
+        if "det_nb.dashboard" in sys.modules:  # never import ipywidgets just for this
+            from det_nb.dashboard import refresh_dashboard
+
+            refresh_dashboard(self.session)
 
     def _threads(self, args: argparse.Namespace) -> object:
         if args.threads is not None:

@@ -127,11 +127,10 @@ def save(session: Session, path: str | os.PathLike[str]) -> Path:
     return write_atomically(path, text.encode("utf-8"))
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+def writable_target(path: str | os.PathLike[str]) -> Path:
+    """``path`` (``~`` expanded) if a file can be written there; ValueError saying why not.
 
-    Readers see the old file or the new one, never a part. ValueError (one line) when
-    the path cannot be written.
+    Callers check this before changing anything, so a bad ``--save`` changes nothing.
     """
     target = Path(path).expanduser()
     where = _shown(target)
@@ -140,6 +139,19 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
     folder = target.parent
     if not folder.is_dir():
         raise ValueError(f"cannot write {where}: folder {_shown(folder)} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {where}: folder {_shown(folder)} is not writable")
+    return target
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    Readers see the old file or the new one, never a part. ValueError (one line) when
+    the path cannot be written.
+    """
+    target = writable_target(path)
+    where, folder = _shown(target), target.parent
     mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
     try:
         handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
@@ -175,7 +187,8 @@ def read_limited(path: str | os.PathLike[str], what: str) -> bytes:
     The size is checked before the content is read (and again while reading, in case
     the file grows). ValueError messages start with ``what`` and the path.
     """
-    where = f"{what} {_shown(Path(path))}"
+    path = Path(path).expanduser()
+    where = f"{what} {_shown(path)}"
     try:
         with open(path, "rb") as file:
             if os.fstat(file.fileno()).st_size > MAX_BYTES:
@@ -333,15 +346,10 @@ def _record(data: dict[str, Any]) -> Record:
 def replay(session: Session, record: Record) -> list[str]:
     """Seed ``session`` with the record's lineage and settings; return what differs here.
 
-    The experiment seed counts as given from now on (the record says whether det_nb
-    had assigned it). The differences are those of :func:`compare`.
+    The lineage keeps its origin (a seed det_nb had assigned stays marked assigned). The
+    differences are those of :func:`compare`.
     """
-    lineage, settings = record.lineage, record.settings
-    session.seed(
-        lineage.experiment_seed, lineage.trial, scheme=lineage.scheme,
-        threads=settings.threads, deterministic_ops=settings.deterministic_ops,
-        per_cell=settings.per_cell,
-    )
+    session.apply(record.lineage, record.settings)
     return compare(record.environment, environment())
 
 

@@ -7,6 +7,7 @@ later; :meth:`Session.status` reads the sources back into a report.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -33,6 +34,7 @@ class Session:
         self.applied_seed: int | None = None  # trial seed, or the cell seed under per-cell
         self.last_cell_seed: int | None = None
         self.cluster_seed: int | None = None  # the Determined trial's seed, when on a cluster
+        self.cells_observed = False  # an IPython shell calls before_cell (extension loaded)
         self._seeded: dict[str, tuple[str, str | None]] = {}  # name -> (what, fingerprint)
         self._failed: dict[str, str] = {}  # name -> error raised while applying
         self._hooks: dict[str, Callable[[ModuleType], None]] = {}  # module -> pending hook
@@ -57,11 +59,21 @@ class Session:
         Raises ValueError (and changes nothing) on bad input. With no seed, one is
         assigned from the clock and shown in the lineage.
         """
-        cluster_seed = cluster_trial_seed()
-        lineage = make_lineage(seed, trial, scheme, cluster_seed=cluster_seed)
+        lineage = make_lineage(seed, trial, scheme, cluster_seed=cluster_trial_seed())
         settings = Settings(
-            determinism.validate_threads(threads), bool(deterministic_ops), bool(per_cell)
+            determinism.validate_threads(threads),
+            determinism.validate_flag(deterministic_ops, "deterministic_ops"),
+            determinism.validate_flag(per_cell, "per_cell"),
         )
+        return self.apply(lineage, settings)
+
+    def apply(self, lineage: Lineage, settings: Settings) -> Lineage:
+        """Seed every source from an already built lineage, keeping where its seed came from.
+
+        For the dashboard's controls and for replaying a run record; ``seed`` builds the
+        lineage from user input and comes here.
+        """
+        cluster_seed = cluster_trial_seed()  # may raise: before anything changes
         self.lineage, self.settings, self.cluster_seed = lineage, settings, cluster_seed
         self.last_cell_seed = None
         self._apply(lineage.trial_seed)
@@ -154,8 +166,12 @@ class Session:
             self._listeners.remove(callback)
 
     def _notify(self) -> None:
+        # A view that fails to update must not undo or hide a seeding that happened.
         for callback in list(self._listeners):
-            callback()
+            try:
+                callback()
+            except Exception as error:
+                warnings.warn(f"det_nb: a view failed to update: {error!r}", stacklevel=2)
 
     # -- derived values -----------------------------------------------------------------
 
@@ -236,6 +252,10 @@ class Session:
                 "off: draws continue from %det_seed across cells, so they depend on the order "
                 "cells run in", "%det_seed SEED --per-cell",
             )
+        if not self.cells_observed:
+            return Check("per-cell seeding", "warn",
+                         "on, but no IPython shell re-seeds cells: the extension is not loaded",
+                         "%load_ext det_nb")
         last = "" if self.last_cell_seed is None else f"; last cell seed {self.last_cell_seed}"
         return Check("per-cell seeding", "ok",
                      f"on: every cell re-seeded from (trial seed, cell text){last}")

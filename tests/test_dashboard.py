@@ -118,6 +118,29 @@ def test_reseed_keeps_an_assigned_seed_assigned(shell) -> None:
     assert draws() == first
 
 
+def test_settings_controls_keep_an_assigned_seed_assigned(shell) -> None:
+    shell.run_line_magic("det_seed", "--trial 1 --quiet")
+    assigned = det_nb.lineage()
+    board = dashboard_for(get_session())
+    board.deterministic_ops.value = True
+    assert det_nb.lineage() == assigned
+    assert get_session().settings.deterministic_ops
+    board.deterministic_ops.value = False
+
+
+def test_a_cluster_seed_shows_where_it_came_from(shell, monkeypatch) -> None:
+    monkeypatch.setenv("DET_TRIAL_SEED", "1129302213")
+    shell.run_line_magic("det_seed", "")
+    board = dashboard_for(get_session())
+    assert "the Determined trial&#x27;s seed" in board.lineage_view.value or \
+        "the Determined trial's seed" in board.lineage_view.value
+    board.deterministic_ops.value = True  # a control keeps the cluster's seed
+    assert det_nb.lineage().experiment_seed_origin == "cluster"
+    board.deterministic_ops.value = False
+    monkeypatch.delenv("DET_TRIAL_SEED")
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+
+
 def test_changing_the_trial_rederives_the_trial_seed_and_reseeds(dashboard) -> None:
     new_seed = Lineage(42, 4).trial_seed
     random.random()

@@ -28,6 +28,8 @@ print(json.dumps({
     "trial seed": None if lineage is None else lineage.trial_seed,
     "threads": [os.environ.get("TF_NUM_INTRAOP_THREADS"), os.environ.get("TF_NUM_INTEROP_THREADS")],
     "magic": "det_seed" in get_ipython().magics_manager.magics["line"],
+    "defaults": [(c.threads, c.deterministic_ops) for c in get_ipython().configurables
+                 if type(c).__name__ == "DetMagics"],
 }))
 """
 
@@ -92,6 +94,7 @@ def test_a_seeded_kernel_starts_the_same_twice(jupyter_dirs: Path) -> None:
     assert first["hash check"] == "ok"
     assert f"det_nb kernel '{NAME}'" in first["hash detail"]
     assert first["threads"] == ["1", "1"]
+    assert first["defaults"] == [[1, False]]  # a later %det_seed keeps the kernel's settings
 
 
 def hash_with_seed_zero(text: str) -> int:
@@ -129,6 +132,9 @@ def test_the_kernelspec_sets_what_acts_only_at_start(jupyter_dirs: Path) -> None
     assert spec["argv"][:7] == [sys.executable, "-m", "ipykernel_launcher", "-f",
                                 "{connection_file}", "--ext", "det_nb"]
     assert "--InteractiveShell.enable_tip=False" in spec["argv"]
+    for default in ("--DetMagics.threads=4", "--DetMagics.deterministic_ops=True",
+                    "--DetMagics.scheme=determined"):
+        assert default in spec["argv"]
     assert spec["argv"][-1] == ("--IPKernelApp.exec_lines=%det_seed 7 --trial 2 --scheme "
                                 "determined --threads 4 --deterministic-ops --quiet")
 
@@ -161,7 +167,7 @@ def test_user_install_goes_to_the_user_data_dir(jupyter_dirs: Path, tmp_path: Pa
     (["kernel", "install", "--name", "Bad Name"], "kernel name must be lower-case"),
     (["kernel", "install", "--seed", "-1"], "seed must be an integer in [0, 2147483647]"),
     (["kernel", "install", "--seed", "x"], "invalid int value: 'x'"),
-    (["kernel", "install", "--threads", "0"], "threads must be an integer >= 1"),
+    (["kernel", "install", "--threads", "0"], "threads must be an integer in [1, 1024]"),
     (["kernel", "install", "--seed", "1", "--scheme", "determined", "--trial", "0"],
      "trial counts created trials from 1"),
     (["kernel", "install", "--user", "--prefix", "/tmp"], "not allowed with argument"),

@@ -154,8 +154,11 @@ def test_keras_layers_built_before_seeding_are_reported(shell) -> None:
         ("42 --scheme mt", "invalid choice: 'mt'"),
         ("42 --trial 0 --scheme determined", r"counts created trials from 1"),
         ("42 --frobnicate", "unrecognized arguments: --frobnicate"),
-        ("42 --threads 0", r"threads must be an integer >= 1"),
-        ("42 --threads two", r"threads must be an integer >= 1"),
+        ("42 --threads 0", r"threads must be an integer in \[1, 1024\]"),
+        ("42 --threads two", r"threads must be an integer in \[1, 1024\]"),
+        ("42 --threads 99999999999", r"threads must be an integer in \[1, 1024\]"),
+        ("42 --threads ²", r"threads must be an integer in \[1, 1024\]"),
+        ("42 --trial ²", r"trial must be an integer in \[0, 2147483647\]"),
         ("42 --threads 2 --no-single-thread", "give one of them"),
     ],
 )

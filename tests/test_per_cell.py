@@ -55,3 +55,15 @@ def test_no_per_cell_lets_streams_run_on(per_cell) -> None:
     per_cell.run_line_magic("det_seed", "42 --trial 3 --no-per-cell --quiet")
     assert det_nb.status().check("per-cell seeding").state == "off"
     assert run(per_cell, CELL_A, "a") != run(per_cell, CELL_A, "a")
+
+
+def test_per_cell_without_the_extension_says_nothing_reseeds_cells() -> None:
+    from det_nb.session import Session
+
+    session = Session()  # the Python API alone: no IPython shell calls before_cell
+    try:
+        session.seed(42, per_cell=True)
+        check = session.status().check("per-cell seeding")
+        assert check.state == "warn" and check.fix == "%load_ext det_nb"
+    finally:
+        session.close()

@@ -158,3 +158,31 @@ def test_thread_count_changes_floats_and_single_thread_mode_removes_that() -> No
     assert eight != thirty_two  # the test can see the difference ...
     eight, thirty_two = reduction_sums(with_det_nb=True)
     assert eight == thirty_two  # ... and single-thread mode makes it go away
+
+
+def test_hash_seed_set_after_start_is_not_reported_as_fixed() -> None:
+    result = run_python("""
+import json, os
+os.environ["PYTHONHASHSEED"] = "0"  # what %env does in a running kernel: too late
+import det_nb
+print(json.dumps({"state": det_nb.status().check("hash randomisation").state}))
+""", env={"PYTHONHASHSEED": "random"})
+    assert result == {"state": "warn"}
+
+
+def test_a_failed_framework_import_does_not_rewind_a_later_one(tmp_path) -> None:
+    (tmp_path / "jax.py").write_text("raise ImportError('broken on purpose')\n")
+    result = run_python(f"""
+import json, random, sys
+sys.path.insert(0, {str(tmp_path)!r})
+import det_nb
+det_nb.seed(42)
+try:
+    import jax
+except ImportError:
+    pass
+first = random.random()
+import tensorflow  # watched too: must not restore the state from before the failed import
+print(json.dumps({{"first": first, "second": random.random()}}))
+""")
+    assert result["first"] != result["second"]

@@ -46,6 +46,24 @@ def test_load_takes_no_other_settings_and_save_needs_a_folder(shell, tmp_path) -
     assert det_nb.lineage().experiment_seed == 5
 
 
+def test_a_save_that_cannot_be_written_changes_nothing(shell, tmp_path) -> None:
+    shell.run_line_magic("det_seed", "5 --quiet")
+    before = (det_nb.lineage(), random.getstate())
+    with pytest.raises(UsageError, match="it is a folder"):
+        shell.run_line_magic("det_seed", f"6 --save {tmp_path}")
+    assert (det_nb.lineage(), random.getstate()) == before
+
+
+def test_home_relative_paths_work_for_saving_and_loading(shell, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet --save ~/run.json")
+    shell.run_line_magic("det_state", "save ~/state.npz")
+    shell.run_line_magic("det_seed", "7 --quiet")
+    shell.run_line_magic("det_seed", "--load ~/run.json --quiet")
+    assert det_nb.lineage().trial_seed == 1129302213
+    shell.run_line_magic("det_state", "restore ~/state.npz")
+
+
 def test_det_state_pauses_and_resumes_the_streams(shell, tmp_path) -> None:
     path = tmp_path / "state.npz"
     shell.run_line_magic("det_seed", "42 --trial 3 --quiet")

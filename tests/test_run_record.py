@@ -211,7 +211,7 @@ BAD: dict[str, tuple[Callable[[Path], None], str]] = {
     "trial seed does not follow": (_edit(lambda d: d["lineage"].update(trial_seed=5)),
                                    "trial seed 5 does not follow from the lineage"),
     "zero threads": (_edit(lambda d: d["settings"].update(threads=0)),
-                     "threads must be an integer >= 1"),
+                     "threads must be an integer in [1, 1024]"),
     "bad check state": (_edit(lambda d: d["status"][0].update(state="maybe")),
                         "state must be one of ok, warn, off"),
     "status not a list": (_edit(lambda d: d.update(status={})), "status must be an array"),

@@ -27,6 +27,7 @@ class Keras(Source):
         self._seedings = 0
         self._births: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._watched: Any = None  # the SeedGenerator class whose __init__ is wrapped
+        self._wrapper: Any = None  # this source's wrapper of it
 
     def seed(self, seed: int) -> str:
         self._watch()
@@ -44,10 +45,10 @@ class Keras(Source):
         )
 
     def close(self) -> None:
-        """Unwrap ``SeedGenerator.__init__`` (for unload)."""
-        if self._watched is not None:
-            self._watched.__init__ = self._watched.__init__.__wrapped__
-            self._watched = None
+        """Unwrap ``SeedGenerator.__init__`` (for unload), if the wrapper there is ours."""
+        if self._watched is not None and self._watched.__dict__.get("__init__") is self._wrapper:
+            self._watched.__init__ = self._wrapper.__wrapped__
+        self._watched = self._wrapper = None
 
     def _watch(self) -> None:
         if self._watched is not None:
@@ -59,7 +60,7 @@ class Keras(Source):
         for obj in gc.get_objects():
             if issubclass(type(obj), seed_generator):
                 self._births[obj] = 0
-        wrapt.wrap_function_wrapper(seed_generator, "__init__", self._note_birth)
+        self._wrapper = wrapt.wrap_function_wrapper(seed_generator, "__init__", self._note_birth)
         self._watched = seed_generator
 
     def _note_birth(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
