@@ -39,6 +39,7 @@ test: $(VENV)/.test-installed browser lint
 notebooks: $(VENV)/.test-installed
 	for notebook in notebooks/*.ipynb; do \
 	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --allow-errors \
+	    --ExecutePreprocessor.record_timing=False \
 	    --ExecutePreprocessor.extra_arguments='["--IPKernelApp.capture_fd_output=False"]' \
 	    "$$notebook" || exit 1; \
 	done
