@@ -61,9 +61,7 @@ class KernelOptions:
         """The ``%det_seed`` line the kernel runs before the first cell, if seeded."""
         if self.seed is None:
             return None
-        line = f"%det_seed {self.seed}"
-        line += "" if self.trial is None else f" --trial {self.trial}"
-        line += "" if self.scheme == "seedsequence" else f" --scheme {self.scheme}"
+        line = Lineage(self.seed, self.trial, self.scheme).command()
         line += f" --threads {self.threads}"
         line += " --deterministic-ops" if self.deterministic_ops else ""
         return line + " --quiet"

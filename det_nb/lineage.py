@@ -146,6 +146,12 @@ class Lineage:
         """Seed for a cell under per-cell re-seeding: (trial seed, the cell's source text)."""
         return seedsequence_seed(self.trial_seed, cell_key(source))
 
+    def command(self) -> str:
+        """The ``%det_seed`` line that gives this lineage."""
+        line = f"%det_seed {self.experiment_seed}"
+        line += "" if self.trial is None else f" --trial {self.trial}"
+        return line + ("" if self.scheme == "seedsequence" else f" --scheme {self.scheme}")
+
     def summary(self) -> str:
         """One line: experiment seed -> trial -> trial seed."""
         origin = self.experiment_seed_origin

@@ -235,8 +235,7 @@ def _read_meta(stored: Any, where: str) -> dict[str, Any]:
 def _check_lineage(lineage: Lineage | None, saved: dict[str, Any], where: str) -> None:
     """The session must run the lineage the states were saved under."""
     seed, trial, scheme = saved["experiment_seed"], saved["trial"], saved["scheme"]
-    command = f"%det_seed {seed}" + ("" if trial is None else f" --trial {trial}")
-    command += "" if scheme == "seedsequence" else f" --scheme {scheme}"
+    command = Lineage(seed, trial, scheme).command()
     if lineage is None:
         raise ValueError(f"{where} was saved under {command}; run it first, then restore")
     if (lineage.experiment_seed, lineage.trial, lineage.scheme) != (seed, trial, scheme):
