@@ -99,7 +99,7 @@ class Session:
         for source in self.sources:
             if source.loaded() is not None:
                 self._apply_to(source)
-            elif source.installed() and source.module not in self._hooks:
+            elif source.module not in self._hooks and source.installed():  # cheap test first
                 self._register_hook(source.module)
         if self._rng is not None:
             self._rng.bit_generator.state = _fresh_generator(seed).bit_generator.state
