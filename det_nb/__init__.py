@@ -29,16 +29,18 @@ def seed(
     threads: int | None = 1,
     deterministic_ops: bool = False,
     per_cell: bool = False,
+    portable: bool = True,
 ) -> Lineage:
     """Seed every PRNG from ``seed`` and ``trial``; return the lineage.
 
     ``threads``: TF threads to pin (1, the default, is single-thread mode; None leaves TF
-    alone). ``per_cell`` acts where the IPython extension is loaded. Raises ValueError on
-    bad input, before anything is seeded.
+    alone). ``per_cell`` acts where the IPython extension is loaded. ``portable`` pins
+    CPU kernels to the x86-64-v3 baseline (libraries not imported yet; see the status).
+    Raises ValueError on bad input, before anything is seeded.
     """
     return get_session().seed(
         seed, trial, scheme=scheme, threads=threads, deterministic_ops=deterministic_ops,
-        per_cell=per_cell,
+        per_cell=per_cell, portable=portable,
     )
 
 

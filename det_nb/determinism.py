@@ -31,12 +31,15 @@ class Settings:
     ``threads``: TF intra- and inter-op threads to pin (1 = single-thread mode), or None
     to leave TF's pools alone. ``deterministic_ops``: TF op determinism and torch's
     deterministic algorithms. ``per_cell``: re-seed before every cell from (trial seed,
-    cell text), so a cell's draws do not depend on execution order.
+    cell text), so a cell's draws do not depend on execution order. ``portable``: pin
+    the CPU kernels of NumPy, TensorFlow, torch and JAX to the x86-64-v3 baseline
+    (:mod:`det_nb.cpu_kernels`), so floats agree across CPU generations.
     """
 
     threads: int | None = 1
     deterministic_ops: bool = False
     per_cell: bool = False
+    portable: bool = True
 
     def __post_init__(self) -> None:
         validate_threads(self.threads)

@@ -53,6 +53,7 @@ class Session:
         threads: int | None = 1,
         deterministic_ops: bool = False,
         per_cell: bool = False,
+        portable: bool = True,
     ) -> Lineage:
         """Validate everything, then seed every source and apply the settings.
 
@@ -64,6 +65,7 @@ class Session:
             determinism.validate_threads(threads),
             determinism.validate_flag(deterministic_ops, "deterministic_ops"),
             determinism.validate_flag(per_cell, "per_cell"),
+            determinism.validate_flag(portable, "portable"),
         )
         return self.apply(lineage, settings)
 
