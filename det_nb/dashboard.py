@@ -76,6 +76,7 @@ class Dashboard:
             layout=widgets.Layout(width="150px"),
             tooltip="Show the seeds of this many data-loader workers or ranks.",
         ).add_class("det-nb-workers")
+        self.verdict_view = widgets.HTML().add_class("det-nb-verdict")
         self.lineage_view = widgets.HTML().add_class("det-nb-lineage")
         self.threads_note = widgets.HTML().add_class("det-nb-threads-note")
         self.error = widgets.HTML().add_class("det-nb-error")
@@ -83,6 +84,7 @@ class Dashboard:
         row = widgets.Layout(align_items="center", flex_flow="row wrap", grid_gap="4px 16px")
         self.widget = widgets.VBox([
             widgets.HTML(f"<b>{TITLE}</b>"),
+            self.verdict_view,
             self.lineage_view,
             widgets.HBox([self.seed_field, self.trial_field, self.reseed_button], layout=row),
             widgets.HBox([self.single_thread, self.thread_count, self.deterministic_ops,
@@ -116,6 +118,7 @@ class Dashboard:
             self.thread_count.disabled = settings.threads == 1
             self.deterministic_ops.value = settings.deterministic_ops
         self.error.value = ""
+        self.verdict_view.value = report.verdict_html()
         self.lineage_view.value = self._lineage_html()
         note = _threads_not_in_force(report)
         self.threads_note.value = "" if note is None else (
@@ -124,11 +127,12 @@ class Dashboard:
         self.status_view.value = _status_html(report)
 
     def text(self) -> str:
-        """The dashboard as plain text: lineage, settings, then one line per check."""
+        """The dashboard as plain text: verdict, lineage, settings, then one line per check."""
         report, lineage = self._report, self._report.lineage
-        lines = [report.headline()]
+        lines = [report.verdict()]
         if lineage is not None:
             lines += [
+                report.headline(),
                 f"  experiment seed: {_ORIGINS[lineage.experiment_seed_origin][0]}",
                 f"  trial seed: {lineage.trial_seed_origin}",
                 "  sources: " + ", ".join(f"{name} {seed}" for name, seed in self._received()),
@@ -148,7 +152,8 @@ class Dashboard:
         note = _threads_not_in_force(self._report)
         note_html = "" if note is None else f"<p>{html.escape(note)}</p>"
         return (
-            f'<div class="det-nb-dashboard"><p><b>{TITLE}</b></p>{self._lineage_html()}'
+            f'<div class="det-nb-dashboard"><p><b>{TITLE}</b></p>{self._report.verdict_html()}'
+            f"{self._lineage_html()}"
             f"<p>settings: {html.escape(self._settings_text())}</p>{note_html}"
             f"{_status_html(self._report)}</div>"
         )

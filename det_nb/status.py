@@ -16,6 +16,11 @@ from det_nb.lineage import Lineage
 State = Literal["ok", "warn", "off"]
 STATES: tuple[State, ...] = ("ok", "warn", "off")
 STATE_COLOURS = {"ok": "#1a7f37", "warn": "#b35900", "off": "#6e7781"}
+NOT_REPRODUCIBLE_COLOUR = "#cf222e"
+# Warnings that leave every seeded draw repeatable on this machine: they concern other
+# processes (hash order) or another run (the cluster's), so the verdict stays
+# "reproducible" and names them; any other warning makes it "NOT reproducible".
+CAVEATS = frozenset({"hash randomisation", "determined cluster"})
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,47 @@ class Report:
                 return item
         raise KeyError(name)
 
+    def counts(self) -> str:
+        """How many checks are in each state, e.g. ``9 ok, 1 warn, 2 off``."""
+        states = [c.state for c in self.checks]
+        return ", ".join(f"{states.count(state)} {state}" for state in STATES)
+
+    def verdict(self) -> str:
+        """One line: is this kernel reproducible, the counts, and the warning to fix first.
+
+        Warnings that break reproducibility come before :data:`CAVEATS`, in report order.
+        """
+        warnings = sorted((c for c in self.checks if c.state == "warn"),
+                          key=lambda c: c.name in CAVEATS)
+        if self.lineage is None:
+            return ("not seeded yet: run %det_seed SEED to make this kernel reproducible; "
+                    f"{self.counts()}")
+        breaks = bool(warnings) and warnings[0].name not in CAVEATS
+        verdict = "NOT reproducible" if breaks else "reproducible on this machine"
+        if not warnings:
+            return f"{verdict}: {self.counts()}"
+        first = warnings[0]
+        more = f"; {len(warnings) - 1} more warn below" if len(warnings) > 1 else ""
+        return f"{verdict}: {self.counts()} ({first.name}: {first.fix or first.detail}{more})"
+
+    def verdict_colour(self) -> str:
+        """Green when reproducible, amber with caveats, red when not, grey when unseeded."""
+        if self.lineage is None:
+            return STATE_COLOURS["off"]
+        warnings = [c.name for c in self.checks if c.state == "warn"]
+        if not warnings:
+            return STATE_COLOURS["ok"]
+        if all(name in CAVEATS for name in warnings):
+            return STATE_COLOURS["warn"]
+        return NOT_REPRODUCIBLE_COLOUR
+
+    def verdict_html(self) -> str:
+        """The verdict as a bold, coloured paragraph."""
+        return (
+            f'<p class="det-nb-verdict" style="color:{self.verdict_colour()};font-weight:bold">'
+            f"{html.escape(self.verdict())}</p>"
+        )
+
     def headline(self) -> str:
         """The lineage in one line, or what to do when nothing is seeded yet."""
         if self.lineage is None:
@@ -63,11 +109,12 @@ class Report:
         return f"det_nb: {self.lineage.summary()}"
 
     def text(self) -> str:
-        """Headline, then one line per check."""
-        return "\n".join([self.headline(), *(c.text() for c in self.checks)])
+        """Verdict, the lineage once seeded, then one line per check."""
+        lineage = [] if self.lineage is None else [self.headline()]
+        return "\n".join([self.verdict(), *lineage, *(c.text() for c in self.checks)])
 
     def html(self) -> str:
-        """The same content as a small HTML table."""
+        """The same content: verdict, lineage and a small HTML table."""
         rows = "".join(
             "<tr>"
             f'<td style="color:{STATE_COLOURS[c.state]};font-weight:bold">{c.state}</td>'
@@ -75,8 +122,9 @@ class Report:
             f"<td>{html.escape(c.fix)}</td></tr>"
             for c in self.checks
         )
+        lineage = "" if self.lineage is None else f"<p>{html.escape(self.headline())}</p>"
         return (
-            f'<div class="det-nb-report"><p>{html.escape(self.headline())}</p>'
+            f'<div class="det-nb-report">{self.verdict_html()}{lineage}'
             "<table><tr><th>state</th><th>check</th><th>detail</th><th>fix</th></tr>"
             f"{rows}</table></div>"
         )

@@ -13,7 +13,7 @@ from IPython.utils.capture import capture_output
 from ipywidgets.widgets.widget import _instances as live_widgets
 
 import det_nb
-from det_nb.dashboard import dashboard_for
+from det_nb.dashboard import TITLE, dashboard_for
 from det_nb.lineage import Lineage
 from det_nb.session import get_session
 
@@ -63,8 +63,21 @@ def test_det_seed_shows_the_lineage_numbers(shell) -> None:
     settings = get_session().settings
     assert board.single_thread.value == (settings.threads == 1)
     assert board.deterministic_ops.value == settings.deterministic_ops
-    assert bundle["text/plain"].startswith(
-        f"det_nb: experiment seed 42 -> trial 3 -> trial seed {TRIAL_SEED} [seedsequence]"
+    assert bundle["text/plain"].splitlines()[:2] == [
+        get_session().status().verdict(),
+        f"det_nb: experiment seed 42 -> trial 3 -> trial seed {TRIAL_SEED} [seedsequence]",
+    ]
+
+
+def test_the_verdict_opens_the_dashboard_in_colour(shell) -> None:
+    [bundle] = shown(shell, "det_seed 42 --trial 3")
+    board, report = dashboard_for(get_session()), get_session().status()
+    assert report.verdict().startswith("reproducible on this machine: ")
+    assert board.widget.children[1] is board.verdict_view
+    assert board.verdict_view.value == report.verdict_html()
+    assert f"color:{report.verdict_colour()}" in board.verdict_view.value
+    assert bundle["text/html"].startswith(
+        f'<div class="det-nb-dashboard"><p><b>{TITLE}</b></p>{report.verdict_html()}'
     )
 
 
@@ -152,13 +165,14 @@ def test_changing_the_trial_rederives_the_trial_seed_and_reseeds(dashboard) -> N
 
 
 @pytest.mark.parametrize(("field", "typed", "message"), [
-    ("trial_field", "-1", "trial must be an integer in [0, 2147483647], got -1"),
+    ("trial_field", "-1", "trial must be an integer in [0, 2147483647], got "),
     ("seed_field", "4.5", "experiment seed must be an integer"),
 ])
 def test_invalid_input_is_shown_and_changes_nothing(dashboard, field, typed, message) -> None:
     before = prng_states()
     getattr(dashboard, field).value = typed  # as a comm message would set it
     assert message in dashboard.error.value
+    assert typed in dashboard.error.value
     assert "Nothing was changed" in dashboard.error.value
     assert prng_states() == before
     getattr(dashboard, field).value = "3" if field == "trial_field" else "42"
@@ -199,7 +213,7 @@ def test_single_thread_toggled_after_tf_started_shows_too_late() -> None:
         import json
         import tensorflow as tf
         from IPython.core.interactiveshell import InteractiveShell
-        from det_nb.dashboard import dashboard_for
+        from det_nb.dashboard import TITLE, dashboard_for
         from det_nb.session import get_session
 
         tf.constant(1.0) + 1
