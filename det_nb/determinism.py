@@ -45,21 +45,19 @@ class Settings:
         validate_threads(self.threads)
 
 
-def validate_threads(threads: object) -> int | None:
+def validate_threads(threads: object, leave_alone: str = "None") -> int | None:
     """``threads`` as an int in [1, MAX_THREADS], or None; ValueError otherwise.
 
     TF accepts any count and then fails on every op, so the bound is checked here.
+    ``leave_alone`` is how the caller's user asks for None (``--no-single-thread`` in the
+    magic), named in the message.
     """
+    from det_nb.lineage import validate_integer  # the one integer check, shared with seeds
+
     if threads is None:
         return None
-    if isinstance(threads, str) and threads.strip().isascii() and threads.strip().isdigit():
-        threads = int(threads)
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
-        raise ValueError(
-            f"threads must be an integer in [1, {MAX_THREADS}] (or None to leave TensorFlow's "
-            f"thread pools alone), got {threads!r}"
-        )
-    return threads
+    alternative = f" (or {leave_alone} to leave TensorFlow's thread pools alone)"
+    return validate_integer(threads, "threads", 1, MAX_THREADS, alternative)
 
 
 def validate_flag(value: object, name: str) -> bool:

@@ -7,6 +7,8 @@ README and pinned by ``tests/test_lineage.py``.
 from __future__ import annotations
 
 import hashlib
+import operator
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,31 +23,66 @@ _WORDS_PER_TRIAL = 5
 
 ORIGINS = ("given", "assigned", "cluster")
 
+_DECIMAL = re.compile(r"([+-]?)([0-9]+)", re.ASCII)
+_MAX_DIGITS = 30  # more significant digits than any bound here: out of range, not parsed
+_SHOWN_CHARS = 40  # a rejected value is cut to this many characters in messages
+
+
+def validate_integer(value: object, name: str, low: int, high: int | None = None,
+                     alternative: str = "") -> int:
+    """``value`` as an int in [low, high] (no upper bound if None); ValueError otherwise.
+
+    The one integer check behind seeds, trials, thread counts and runs, for the magics,
+    the command line and the API alike. Accepts ints, integer scalars such as
+    ``np.int64`` and strings of ASCII decimal digits (what a magic receives); rejects
+    bools, floats, arrays and strings such as ``4.5``, ``1e3``, ``4_2`` or ``٤٢`` rather
+    than guessing. ``alternative`` is appended to the rule, e.g. " (or None to ...)".
+    The message quotes the value as given, ``repr``-style.
+    """
+    number = _as_integer(value)
+    if number is None or number < low or (high is not None and number > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be an integer {bounds}{alternative}, got {_shown(value)}")
+    return number
+
+
+def _as_integer(value: object) -> int | None:
+    """The integer ``value`` stands for, or None if it is not exactly an integer."""
+    if isinstance(value, bool | float):
+        return None
+    if isinstance(value, str):
+        match = _DECIMAL.fullmatch(value.strip())
+        if match is None:
+            return None
+        sign, digits = match.groups()
+        digits = digits.lstrip("0") or "0"
+        if len(digits) > _MAX_DIGITS:  # out of every range here, and int() may refuse it
+            return None
+        return int(sign + digits)
+    try:
+        return operator.index(value)  # int, np.int64, 0-d integer arrays
+    except TypeError:
+        return None
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, short enough for a one-line message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not replace the message
+        return f"a {type(value).__name__}"
+    if "\n" in text:  # e.g. a multi-line array repr
+        text = " ".join(text.split())
+    if len(text) > _SHOWN_CHARS:
+        text = f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
+    return text
+
 
 def validate_seed(value: object, name: str = "seed") -> int:
-    """Return ``value`` as an int in [0, 2**31 - 1], or raise ValueError saying what is allowed.
-
-    Accepts ints and strings of decimal digits (what a magic receives); rejects bools,
-    floats and strings such as ``4.5`` or ``1e3`` rather than guessing.
-    """
-    allowed = f"{name} must be an integer in [0, {MAX_SEED}]"
-    if isinstance(value, bool):
-        raise ValueError(f"{allowed}, got {value!r}")
-    if isinstance(value, str):
-        text = value.strip()
-        digits = text.lstrip("+-")
-        if not (digits.isascii() and digits.isdigit()):
-            raise ValueError(f"{allowed}, got {value!r}")
-        number = int(text)
-    elif isinstance(value, int):
-        number = value
-    elif hasattr(value, "__index__") and not isinstance(value, float):
-        number = value.__index__()
-    else:
-        raise ValueError(f"{allowed}, got {value!r}")
-    if not 0 <= number <= MAX_SEED:
-        raise ValueError(f"{allowed}, got {number}")
-    return number
+    """Return ``value`` as an int in [0, 2**31 - 1], or raise ValueError saying what is allowed."""
+    return validate_integer(value, name, 0, MAX_SEED)
 
 
 def validate_scheme(scheme: str) -> str:

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from det_nb.determinism import validate_threads
 from det_nb.lineage import (
     MAX_DETERMINED_TRIAL,
     MAX_SEED,
@@ -116,3 +117,54 @@ def test_bad_trial_and_scheme() -> None:
     determined_range = rf"counts created trials from 1 .*\[1, {MAX_DETERMINED_TRIAL}\]"
     with pytest.raises(ValueError, match=determined_range):
         make_lineage(1, 0, "determined")
+
+
+@pytest.mark.parametrize("bad", ["+-5", "-+5", pytest.param("9" * 5000, id="5000 digits"),
+                                 "٤٢", "4_2", " 4 2 ", "0x10", "५"])
+def test_hostile_seed_text_gets_det_nb_s_one_line_message(bad: str) -> None:
+    with pytest.raises(ValueError) as error:
+        validate_seed(bad)
+    message = str(error.value)
+    assert message.startswith("seed must be an integer in [0, 2147483647], got '")
+    assert "\n" not in message and len(message) < 150  # a 5000-digit value is cut
+
+
+@pytest.mark.parametrize("bad", [np.array([5]), np.array([[5]]), np.float64(5.0),
+                                 pytest.param(10**5000, id="5000-digit int"), np.bool_(True),
+                                 object()])
+def test_values_that_are_not_one_integer_are_a_value_error(bad: object) -> None:
+    with pytest.raises(ValueError) as error:
+        validate_seed(bad)
+    message = str(error.value)
+    assert message.startswith("seed must be an integer in [0, 2147483647], got ")
+    assert "\n" not in message and len(message) < 150
+
+
+@pytest.mark.parametrize(("given", "number"), [
+    (np.int64(5), 5), (np.uint32(5), 5), (np.array(5), 5), ("+5", 5), (" 42 ", 42), ("007", 7),
+    pytest.param("0" * 5000 + "7", 7, id="5000 zeros then 7"),
+])
+def test_integers_in_any_exact_form_are_accepted(given: object, number: int) -> None:
+    assert validate_seed(given) == number
+    assert type(validate_seed(given)) is int
+
+
+def test_messages_quote_the_value_as_given() -> None:
+    with pytest.raises(ValueError, match=r"got -5$"):
+        validate_seed(-5)
+    with pytest.raises(ValueError, match=r"got '-5'$"):
+        validate_seed("-5")
+    with pytest.raises(ValueError, match=r"got 'abc'$"):
+        validate_seed("abc")
+
+
+def test_threads_share_the_integer_check() -> None:
+    assert validate_threads(np.int64(4)) == 4
+    assert validate_threads("4") == 4
+    assert validate_threads(None) is None
+    with pytest.raises(ValueError, match=r"\(or None to leave .*\), got '0'$"):
+        validate_threads("0")
+    with pytest.raises(ValueError, match=r"\(or --no-single-thread to leave .*\), got 0$"):
+        validate_threads(0, "--no-single-thread")
+    with pytest.raises(ValueError, match=r"threads must be an integer in \[1, 1024\]"):
+        validate_threads("٤")
