@@ -123,7 +123,7 @@ def run_notebook(
             await run.stop()
         return run.result()
 
-    return _run_sync(one_run())
+    return run_sync(one_run())
 
 
 # -- preparing a notebook --------------------------------------------------------------
@@ -398,7 +398,7 @@ def _one_line(error: object) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _run_sync(coroutine: Any) -> Any:
+def run_sync(coroutine: Any) -> Any:
     """Run a coroutine to completion, also where an event loop already runs (Jupyter)."""
     from jupyter_core.utils import run_sync
 
