@@ -1,0 +1,246 @@
+"""User-named files: hostile paths get one line, never hang, never replace a non-file."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from det_nb import files
+
+
+def promptly(call: Callable[[], object], seconds: float = 10) -> BaseException | None:
+    """Run ``call`` in a thread; fail if it is still running after ``seconds``.
+
+    Returns what it raised (None if nothing). A read that blocks on a FIFO then fails the
+    test instead of hanging it; the caller's FIFO fixture unblocks the thread afterwards.
+    """
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    return raised[0] if raised else None
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Path]:
+    """A FIFO with no writer; a reader stuck on it is released when the test ends."""
+    path = tmp_path / "pipe.json"
+    os.mkfifo(path)
+    yield path
+    with contextlib.suppress(OSError):  # ENXIO: nobody is reading, as it should be
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.fixture
+def unix_socket(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "sock.json"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    yield path
+    server.close()
+
+
+@pytest.fixture
+def null_device(tmp_path: Path) -> Path:
+    """A character device like /dev/null, made in tmp (the real one is never touched)."""
+    path = tmp_path / "null.json"
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    return path
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a 64 KiB tmpfs filled to the last byte (needs root to mount)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        filler = os.open(folder / ".filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(filler, b"\0" * 4096)
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+        finally:
+            os.close(filler)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def one_line(error: pytest.ExceptionInfo[ValueError]) -> str:
+    message = str(error.value)
+    assert "\n" not in message and message.isprintable(), message
+    return message
+
+
+# -- checking a path before anything changes -------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["", "   "])
+def test_an_empty_path_is_refused_for_reading_and_writing(path: str) -> None:
+    with pytest.raises(ValueError, match="no run record path given: give a file name") as error:
+        files.writable_target(path, "run record")
+    one_line(error)
+    with pytest.raises(ValueError, match="no state file path given"):
+        files.read_limited(path, "state file")
+
+
+def test_an_unknown_users_home_is_one_line_not_a_runtime_error() -> None:
+    with pytest.raises(ValueError, match="no user 'nosuchuser_det_nb' here") as error:
+        files.writable_target("~nosuchuser_det_nb/x.json", "run record")
+    one_line(error)
+    with pytest.raises(ValueError, match="no user 'nosuchuser_det_nb' here"):
+        files.read_limited("~nosuchuser_det_nb/x.json", "run record")
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / ("r" * 300 + ".json")
+    for call in (lambda: files.write_atomically(path, b"{}"),
+                 lambda: files.read_limited(path, "run record")):
+        with pytest.raises(ValueError, match="the name is too long for the file system") as error:
+            call()
+        one_line(error)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_longest_name_the_file_system_takes_is_written(tmp_path: Path) -> None:
+    """The temporary file's name must not be what pushes a legal name over the limit."""
+    path = tmp_path / ("r" * 250 + ".json")
+    files.write_atomically(path, b"{}")
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="it is a folder"):
+        files.write_atomically(tmp_path, b"x")
+    with pytest.raises(ValueError, match="is a folder, not a file"):
+        files.read_limited(tmp_path, "run record")
+
+
+# -- FIFOs, devices and sockets: never opened blocking, never replaced -----------------
+
+
+def test_reading_a_fifo_returns_at_once_with_one_line(fifo: Path) -> None:
+    error = promptly(lambda: files.read_limited(fifo, "run record"))
+    assert isinstance(error, ValueError)
+    assert str(error) == f"run record {str(fifo)!r} is a FIFO, not a regular file"
+
+
+def test_writing_onto_a_fifo_is_refused_and_leaves_it(fifo: Path) -> None:
+    error = promptly(lambda: files.write_atomically(fifo, b"{}"))
+    assert isinstance(error, ValueError)
+    assert "it is a FIFO, not a regular file" in str(error)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert [p.name for p in fifo.parent.iterdir()] == [fifo.name]
+
+
+def test_writing_onto_a_socket_is_refused_and_leaves_it(unix_socket: Path) -> None:
+    with pytest.raises(ValueError, match="it is a socket, not a regular file"):
+        files.write_atomically(unix_socket, b"{}")
+    assert stat.S_ISSOCK(os.stat(unix_socket).st_mode)
+    with pytest.raises(ValueError, match="is a socket, not a regular file"):
+        files.read_limited(unix_socket, "state file")
+
+
+def test_writing_onto_a_character_device_is_refused_and_leaves_it(null_device: Path) -> None:
+    with pytest.raises(ValueError, match="it is a character device, not a regular file"):
+        files.write_atomically(null_device, b"{}")
+    assert stat.S_ISCHR(os.stat(null_device).st_mode)
+    with pytest.raises(ValueError, match="is a character device, not a regular file"):
+        files.read_limited(null_device, "run record")
+
+
+def test_a_link_to_a_regular_file_is_written_through(tmp_path: Path) -> None:
+    target, link = tmp_path / "real.json", tmp_path / "link.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    files.write_atomically(link, b"new")
+    assert link.is_symlink() and target.read_text() == "new"
+
+
+# -- failures leave no temporary file and the old file whole ---------------------------
+
+
+def test_a_full_disk_leaves_the_old_file_and_no_temporary(full_disk: Path) -> None:
+    path = full_disk / "run.json"
+    with pytest.raises(ValueError, match="No space left on device") as error:
+        files.write_atomically(path, b"x" * 20_000)
+    one_line(error)
+    assert sorted(p.name for p in full_disk.iterdir()) == [".filler"]
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync", "replace"])
+def test_any_failing_step_removes_the_temporary_file(
+    failing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "run.json"
+    path.write_text("old")
+
+    def no_space(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, failing, no_space)
+    with pytest.raises(ValueError, match=r"cannot write .*: No space left on device"):
+        files.write_atomically(path, b"new")
+    monkeypatch.undo()
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_a_file_is_written_whole_with_the_old_files_mode(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text("old")
+    path.chmod(0o600)
+    assert files.write_atomically(path, b"new" * 100_000) == path
+    assert path.read_bytes() == b"new" * 100_000
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_reading_refuses_missing_empty_and_oversized_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        files.read_limited(tmp_path / "none", "run record")
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(ValueError, match="is empty"):
+        files.read_limited(tmp_path / "empty", "run record")
+    (tmp_path / "big").write_bytes(b"x" * 11)
+    with pytest.raises(ValueError, match="is over 10 bytes"):
+        files.read_limited(tmp_path / "big", "run record", max_bytes=10)
+
+
+# -- text from files, made safe to print --------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("plain text, é", "plain text, é"),
+    ("two\nlines\r", "two\\nlines\\r"),
+    ("\x1b[31mred", "\\x1b[31mred"),
+    ("lone \udcff surrogate", "lone \\udcff surrogate"),
+    ("line\u2028separator", "line\\u2028separator"),
+])
+def test_printable_escapes_what_could_forge_lines_or_fail_to_encode(text: str, shown: str) -> None:
+    assert files.printable(text) == shown
+    files.printable(text).encode("utf-8")  # never UnicodeEncodeError
