@@ -18,18 +18,39 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from det_nb import cpu_kernels
 from det_nb.determinism import (
     CUBLAS_DETERMINISTIC,
     CUBLAS_ENV,
     KERNEL_MARKER,
     MAX_THREADS,
     THREAD_ENV,
-    validate_threads,
+    validate_flag,
 )
-from det_nb.lineage import Lineage, validate_seed
+from det_nb.lineage import Lineage, validate_integer, validate_seed
 
 DEFAULT_NAME = "det_nb"
-_NAME = re.compile(r"[a-z0-9._-]+")
+_NAME = re.compile(r"[a-z0-9._-]*[a-z0-9][a-z0-9._-]*")
+SPEC_FILE = "kernel.json"
+
+
+def validate_name(name: str) -> str:
+    """``name`` if it can name a det_nb kernelspec folder; ValueError otherwise.
+
+    Jupyter allows letters, digits, ``.``, ``_`` and ``-``; at least one letter or digit
+    is required here, so ``.`` and ``..`` (this folder, its parent) never name one.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            "kernel name must be lower-case letters, digits, '.', '_' or '-', with at least "
+            f"one letter or digit, got {name!r}"
+        )
+    return name
+
+
+def validate_kernel_threads(threads: object) -> int:
+    """``threads`` as an int in [1, MAX_THREADS]: a kernel always pins TensorFlow's pools."""
+    return validate_integer(threads, "threads", 1, MAX_THREADS)
 
 
 @dataclass(frozen=True)
@@ -43,19 +64,19 @@ class KernelOptions:
     scheme: str = "seedsequence"
     threads: int = 1
     deterministic_ops: bool = False
+    portable: bool = True
 
     def __post_init__(self) -> None:
-        if not _NAME.fullmatch(self.name):
-            raise ValueError(
-                f"kernel name must be lower-case letters, digits, '.', '_' or '-', "
-                f"got {self.name!r}"
-            )
+        validate_name(self.name)
         if self.seed is None and self.trial is not None:
             raise ValueError("--trial needs --seed: a trial is counted within an experiment")
-        if self.seed is not None:
-            Lineage(validate_seed(self.seed, "seed"), self.trial, self.scheme)
-        if validate_threads(self.threads) is None:  # "leave TF alone" has no variable
-            raise ValueError(f"threads must be an integer in [1, {MAX_THREADS}]")
+        if self.seed is not None:  # as plain ints: kernel.json holds them
+            lineage = Lineage(validate_seed(self.seed, "seed"), self.trial, self.scheme)
+            object.__setattr__(self, "seed", lineage.experiment_seed)
+            object.__setattr__(self, "trial", lineage.trial)
+        object.__setattr__(self, "threads", validate_kernel_threads(self.threads))
+        validate_flag(self.deterministic_ops, "deterministic_ops")
+        validate_flag(self.portable, "portable")
 
     def seed_line(self) -> str | None:
         """The ``%det_seed`` line the kernel runs before the first cell, if seeded."""
@@ -64,6 +85,7 @@ class KernelOptions:
         line = Lineage(self.seed, self.trial, self.scheme).command()
         line += f" --threads {self.threads}"
         line += " --deterministic-ops" if self.deterministic_ops else ""
+        line += "" if self.portable else " --no-portable"
         return line + " --quiet"
 
     def spec(self) -> dict[str, Any]:
@@ -76,7 +98,8 @@ class KernelOptions:
                 # The kernel's settings are also the defaults of every later %det_seed.
                 f"--DetMagics.threads={self.threads}",
                 f"--DetMagics.deterministic_ops={self.deterministic_ops}",
-                f"--DetMagics.scheme={self.scheme}"]
+                f"--DetMagics.scheme={self.scheme}",
+                f"--DetMagics.portable={self.portable}"]
         line = self.seed_line()
         if line is not None:
             argv.append(f"--IPKernelApp.exec_lines={line}")
@@ -88,6 +111,8 @@ class KernelOptions:
         }
         if self.deterministic_ops:
             env["TF_DETERMINISTIC_OPS"] = "1"
+        if self.portable:  # read when each library loads: only a kernel's env is early enough
+            env.update(cpu_kernels.pin_environment())
         return {
             "argv": argv,
             "display_name": self.display_name or self.default_display_name(),
@@ -97,6 +122,7 @@ class KernelOptions:
             "metadata": {"debugger": True, "det_nb": {
                 "seed": self.seed, "trial": self.trial, "scheme": self.scheme,
                 "threads": self.threads, "deterministic_ops": self.deterministic_ops,
+                "portable": self.portable,
             }},
         }
 
@@ -110,19 +136,72 @@ class KernelOptions:
         return f"Python {sys.version_info.major} ({', '.join(parts)})"
 
 
-def install(options: KernelOptions, *, user: bool = False, prefix: str | None = None) -> str:
-    """Install the kernelspec (user, or under ``prefix``, else system-wide); return its path.
-
-    An existing kernelspec of the same name is replaced.
-    """
+def kernels_folder(*, user: bool = False, prefix: str | None = None) -> str:
+    """Where Jupyter keeps kernelspecs: the user's, ``prefix``'s, else the system's."""
     from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_core.paths import SYSTEM_JUPYTER_PATH
 
-    with tempfile.TemporaryDirectory() as folder:
-        with open(os.path.join(folder, "kernel.json"), "w", encoding="utf-8") as file:
-            json.dump(options.spec(), file, indent=2)
-        return KernelSpecManager().install_kernel_spec(
-            folder, options.name, user=user, prefix=prefix
+    if user:
+        return KernelSpecManager().user_kernel_dir
+    if prefix is not None:
+        if not prefix.strip():
+            raise ValueError("prefix must name a folder, got ''")
+        return os.path.join(os.path.abspath(prefix), "share", "jupyter", "kernels")
+    return os.path.join(SYSTEM_JUPYTER_PATH[0], "kernels")
+
+
+def install(options: KernelOptions, *, user: bool = False, prefix: str | None = None) -> str:
+    """Install the kernelspec (user, or under ``prefix``, else system-wide); return its folder.
+
+    Only a det_nb kernelspec of the same name is replaced, and only its kernel.json is
+    written: any other folder of that name is refused (ValueError) and left as it is.
+    """
+    folder = os.path.join(kernels_folder(user=user, prefix=prefix), options.name)
+    if os.path.lexists(folder) and not (
+        os.path.isdir(folder) and not os.path.islink(folder) and _is_det_nb_folder(folder)
+    ):
+        raise ValueError(
+            f"{folder} exists and is not a det_nb kernelspec; det_nb replaces only its own: "
+            "choose another --name"
         )
+    created = not os.path.isdir(folder)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        _write_atomically(os.path.join(folder, SPEC_FILE),
+                          json.dumps(options.spec(), indent=2).encode())
+    except OSError:
+        if created:
+            os.rmdir(folder)
+        raise
+    return folder
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    """Write a temporary file beside ``path`` and rename it over ``path``."""
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".kernel-")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def settings_of(spec: object) -> dict[str, Any] | None:
+    """The det_nb settings a kernel.json records, or None if det_nb did not write it."""
+    metadata = spec.get("metadata") if isinstance(spec, dict) else None
+    fixed = metadata.get("det_nb") if isinstance(metadata, dict) else None
+    return fixed if isinstance(fixed, dict) else None
+
+
+def _is_det_nb_folder(folder: str) -> bool:
+    """Whether ``folder`` holds a kernel.json that det_nb wrote."""
+    try:
+        with open(os.path.join(folder, SPEC_FILE), "rb") as file:
+            return settings_of(json.loads(file.read(1_000_000))) is not None
+    except (OSError, ValueError):
+        return False
 
 
 def installed() -> dict[str, tuple[str, dict[str, Any]]]:
@@ -132,27 +211,36 @@ def installed() -> dict[str, tuple[str, dict[str, Any]]]:
     return {
         name: (found["resource_dir"], found["spec"])
         for name, found in sorted(KernelSpecManager().get_all_specs().items())
-        if "det_nb" in (found["spec"].get("metadata") or {})
+        if settings_of(found["spec"]) is not None
     }
 
 
 def uninstall(name: str) -> str:
-    """Remove the det_nb kernelspec ``name``; return its folder (ValueError if none)."""
-    from jupyter_client.kernelspec import KernelSpecManager
+    """Remove the det_nb kernelspec ``name``; return its folder (ValueError if none).
 
-    if name not in installed():
+    Removes the kernel.json det_nb wrote, then the folder if nothing else is in it.
+    """
+    found = installed().get(name)
+    if found is None:
         raise ValueError(f"no det_nb kernel named {name!r} (see: python -m det_nb kernel list)")
-    return KernelSpecManager().remove_kernel_spec(name)
+    folder = found[0]
+    if os.path.islink(folder):  # the link is what was installed, not what it points to
+        os.remove(folder)
+        return folder
+    os.remove(os.path.join(folder, SPEC_FILE))
+    if not os.listdir(folder):
+        os.rmdir(folder)
+    return folder
 
 
 def describe(spec: dict[str, Any]) -> str:
     """What a det_nb kernelspec fixes, in one line."""
-    fixed = spec["metadata"]["det_nb"]
+    fixed = settings_of(spec) or {}
     parts = [] if fixed.get("seed") is None else [f"seed {fixed['seed']}"]
     if fixed.get("trial") is not None:
         parts.append(f"trial {fixed['trial']}")
     parts.append(f"threads {fixed.get('threads')}")
     if fixed.get("deterministic_ops"):
         parts.append("deterministic ops")
-    return f"{spec.get('display_name', '')}: {', '.join(parts)}"
-
+    parts.append("portable CPU kernels" if fixed.get("portable") else "native CPU kernels")
+    return ", ".join(parts)

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from det_nb.cpu_kernels import pin_environment
+
 pytest.importorskip("ipykernel")
 jupyter_client = pytest.importorskip("jupyter_client")
 
 NAME = "det-nb-test"
+SEED_RULE = "seed must be an integer in [0, 2147483647], got "
 PROBE = """
 import json, os, random, sys
 import det_nb
@@ -127,16 +130,29 @@ def test_the_kernelspec_sets_what_acts_only_at_start(jupyter_dirs: Path) -> None
     assert spec["env"] == {
         "DET_NB_KERNEL": NAME, "PYTHONHASHSEED": "0", "TF_NUM_INTRAOP_THREADS": "4",
         "TF_NUM_INTEROP_THREADS": "4", "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
-        "TF_DETERMINISTIC_OPS": "1",
+        "TF_DETERMINISTIC_OPS": "1", **pin_environment(),
     }
     assert spec["argv"][:7] == [sys.executable, "-m", "ipykernel_launcher", "-f",
                                 "{connection_file}", "--ext", "det_nb"]
     assert "--InteractiveShell.enable_tip=False" in spec["argv"]
     for default in ("--DetMagics.threads=4", "--DetMagics.deterministic_ops=True",
-                    "--DetMagics.scheme=determined"):
+                    "--DetMagics.scheme=determined", "--DetMagics.portable=True"):
         assert default in spec["argv"]
     assert spec["argv"][-1] == ("--IPKernelApp.exec_lines=%det_seed 7 --trial 2 --scheme "
                                 "determined --threads 4 --deterministic-ops --quiet")
+    assert spec["metadata"]["det_nb"]["portable"] is True
+
+
+def test_no_portable_leaves_cpu_kernels_alone(jupyter_dirs: Path) -> None:
+    installed = cli("kernel", "install", "--prefix", str(jupyter_dirs), "--name", NAME,
+                    "--seed", "7", "--no-portable")
+    assert installed.returncode == 0, installed.stderr
+    spec = json.loads((jupyter_dirs / "share/jupyter/kernels" / NAME / "kernel.json").read_text())
+    assert not set(pin_environment()) & set(spec["env"])
+    assert "--DetMagics.portable=False" in spec["argv"]
+    assert spec["argv"][-1].endswith("--no-portable --quiet")
+    assert spec["metadata"]["det_nb"]["portable"] is False
+    assert "native CPU kernels" in cli("kernel", "list").stdout
 
 
 def test_list_and_uninstall(jupyter_dirs: Path) -> None:
@@ -145,8 +161,9 @@ def test_list_and_uninstall(jupyter_dirs: Path) -> None:
                "--seed", "42").returncode == 0
     listed = cli("kernel", "list")
     assert listed.returncode == 0
-    assert listed.stdout.startswith(f"{NAME}  ")
-    assert "seed 42, threads 1" in listed.stdout
+    folder = jupyter_dirs / "share/jupyter/kernels" / NAME
+    # What is fixed, said once (the display name repeats it).
+    assert listed.stdout == f"{NAME}  {folder}  seed 42, threads 1, portable CPU kernels\n"
     removed = cli("kernel", "uninstall", NAME)
     assert removed.returncode == 0, removed.stderr
     assert not (jupyter_dirs / "share/jupyter/kernels" / NAME).exists()
@@ -166,7 +183,20 @@ def test_user_install_goes_to_the_user_data_dir(jupyter_dirs: Path, tmp_path: Pa
     (["kernel", "install", "--trial", "3"], "--trial needs --seed"),
     (["kernel", "install", "--name", "Bad Name"], "kernel name must be lower-case"),
     (["kernel", "install", "--seed", "-1"], "seed must be an integer in [0, 2147483647]"),
-    (["kernel", "install", "--seed", "x"], "invalid int value: 'x'"),
+    (["kernel", "install", "--seed", "x"], f"{SEED_RULE}'x'"),
+    # The magic's validator: no other digits, no underscores, no Python int() messages.
+    (["kernel", "install", "--seed", "٤٢"], f"{SEED_RULE}'٤٢'"),
+    (["kernel", "install", "--seed", "4_2"], f"{SEED_RULE}'4_2'"),
+    (["kernel", "install", "--seed", "+-5"], f"{SEED_RULE}'+-5'"),
+    (["kernel", "install", "--seed", "9" * 5000], SEED_RULE),
+    (["kernel", "install", "--seed", "1", "--trial", "٣"], "trial must be an integer in"),
+    (["kernel", "install", "--threads", "٤"], "threads must be an integer in [1, 1024], got '٤'"),
+    (["kernel", "install", "--thread", "4"], "unrecognized arguments: --thread"),
+    (["kernel", "install", "--prefix", ""], "argument --prefix: give a folder, got ''"),
+    (["kernel", "install", "--display-name", ""], "argument --display-name: give a text"),
+    (["kernel", "install", "--name", ".."], "with at least one letter or digit, got '..'"),
+    (["kernel", "install", "--name", "."], "with at least one letter or digit, got '.'"),
+    (["kernel", "install", "--name=-_"], "with at least one letter or digit, got '-_'"),
     (["kernel", "install", "--threads", "0"], "threads must be an integer in [1, 1024]"),
     (["kernel", "install", "--seed", "1", "--scheme", "determined", "--trial", "0"],
      "trial counts created trials from 1"),
@@ -182,4 +212,97 @@ def test_bad_arguments_give_usage_and_exit_2(
     assert result.returncode == 2
     assert "usage: python -m det_nb" in result.stderr
     assert message in result.stderr
+    assert len(result.stderr.splitlines()[-1]) < 200  # a 5000-digit seed is not echoed whole
     assert not (jupyter_dirs / "share").exists()
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> content): what must survive."""
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture
+def others(jupyter_dirs: Path, tmp_path: Path) -> Path:
+    """A user data folder and a prefix holding other kernels and a JupyterLab workspace."""
+    for data in (tmp_path / "data", jupyter_dirs / "share" / "jupyter"):
+        for kernel in ("python3", "ir"):
+            folder = data / "kernels" / kernel
+            folder.mkdir(parents=True)
+            (folder / "kernel.json").write_text(json.dumps(
+                {"argv": ["python", "-f", "{connection_file}"], "display_name": kernel,
+                 "language": "python"}))
+            (folder / "logo-64x64.png").write_bytes(b"png")
+        workspace = data / "lab" / "workspaces" / "default-37a8.jupyterlab-workspace"
+        workspace.parent.mkdir(parents=True)
+        workspace.write_text('{"data": {}, "metadata": {"id": "default"}}')
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["..", ".", "...", "-", "_"])
+@pytest.mark.parametrize("where", [["--user"], ["--prefix", "PREFIX"]])
+def test_dot_names_never_touch_other_kernels(others: Path, jupyter_dirs: Path, name: str,
+                                             where: list[str]) -> None:
+    before = files_under(others)
+    where = [str(jupyter_dirs) if arg == "PREFIX" else arg for arg in where]
+    result = cli("kernel", "install", *where, "--name", name)
+    assert result.returncode == 2
+    assert f"got {name!r}" in result.stderr
+    assert files_under(others) == before
+
+
+@pytest.mark.parametrize("where", [["--user"], ["--prefix", "PREFIX"]])
+def test_a_folder_det_nb_did_not_write_is_never_replaced(others: Path, jupyter_dirs: Path,
+                                                        where: list[str]) -> None:
+    before = files_under(others)
+    where = [str(jupyter_dirs) if arg == "PREFIX" else arg for arg in where]
+    result = cli("kernel", "install", *where, "--name", "python3", "--seed", "1")
+    assert result.returncode == 1
+    assert "is not a det_nb kernelspec" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert files_under(others) == before
+
+
+def test_a_det_nb_kernelspec_is_replaced_in_place(others: Path) -> None:
+    assert cli("kernel", "install", "--name", NAME, "--seed", "1").returncode == 0
+    folder = others / "data" / "kernels" / NAME
+    (folder / "notes.txt").write_text("the user's")
+    assert cli("kernel", "install", "--name", NAME, "--seed", "2").returncode == 0
+    assert json.loads((folder / "kernel.json").read_text())["metadata"]["det_nb"]["seed"] == 2
+    assert (folder / "notes.txt").read_text() == "the user's"
+    assert sorted(path.name for path in folder.iterdir()) == ["kernel.json", "notes.txt"]
+    removed = cli("kernel", "uninstall", NAME)
+    assert removed.returncode == 0, removed.stderr
+    assert sorted(path.name for path in folder.iterdir()) == ["notes.txt"]  # not ours: kept
+
+
+def test_null_or_odd_det_nb_metadata_is_not_a_det_nb_kernel(others: Path) -> None:
+    for name, metadata in (("null-meta", {"det_nb": None}), ("text-meta", "det_nb"),
+                           ("list-meta", ["det_nb"])):
+        folder = others / "data" / "kernels" / name
+        folder.mkdir()
+        (folder / "kernel.json").write_text(json.dumps(
+            {"argv": ["python"], "display_name": name, "language": "python",
+             "metadata": metadata}))
+    before = files_under(others)
+    listed = cli("kernel", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == "no det_nb kernels installed\n"
+    assert cli("kernel", "uninstall", "null-meta").returncode == 1
+    assert cli("kernel", "install", "--name", "null-meta").returncode == 1
+    assert files_under(others) == before
+
+
+def test_prefix_hint_names_the_folder_jupyter_must_search(
+    jupyter_dirs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searched = cli("kernel", "install", "--prefix", str(jupyter_dirs), "--name", NAME)
+    assert searched.returncode == 0, searched.stderr
+    assert "JUPYTER_PATH" not in searched.stdout  # the fixture's JUPYTER_PATH has it
+    monkeypatch.chdir(tmp_path)
+    elsewhere = cli("kernel", "install", "--prefix", "other", "--name", NAME)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    data = tmp_path / "other" / "share" / "jupyter"
+    assert (data / "kernels" / NAME / "kernel.json").is_file()
+    hint = elsewhere.stdout.splitlines()[-1]
+    assert hint == f"Jupyter finds it when JUPYTER_PATH includes {data}"
