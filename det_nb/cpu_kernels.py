@@ -1,20 +1,33 @@
 """Portable CPU kernels: pin every library that picks kernels by CPU to one x86-64 baseline.
 
 Single-thread mode fixes the order of reductions, not which kernel runs them. NumPy's
-OpenBLAS, NumPy's own SIMD loops, TensorFlow's and torch's oneDNN, MKL, torch's ATen and
-XLA choose kernels for the CPU they find, so an AVX-512 machine and an AVX2 one disagree
-bit for bit. Each library reads its choice from an environment variable when it loads;
-det_nb sets them before the load (at ``%load_ext``, ``%det_seed`` and in det_nb
-kernelspecs) to the x86-64-v3 baseline (AVX2 + FMA), which every x86-64 CPU since about
-2015 has. The status reads back what each library actually runs.
+OpenBLAS, TensorFlow's and torch's oneDNN, MKL, torch's ATen and XLA choose kernels for the
+CPU they find, so an AVX-512 machine and an AVX2 one disagree bit for bit. Each library
+reads its choice from an environment variable when it loads (oneDNN and XLA: at first
+use); det_nb sets them before that (at ``%load_ext``, ``%det_seed``, ``det_nb.seed()`` and in
+det_nb kernelspecs) to the x86-64-v3 baseline (AVX2 + FMA), which every x86-64 CPU since
+about 2015 has. :func:`checks` reads back what each library actually runs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
+import sys
 from dataclasses import dataclass
+from types import ModuleType
+
+from det_nb.determinism import startup_environ
+from det_nb.status import Check
 
 BASELINE = "x86-64-v3 (AVX2 + FMA)"
+#: CPU flags (/proc/cpuinfo names) that decide which kernels libraries pick.
+KERNEL_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
+                "avx512_vnni", "avx512_bf16", "amx_tile")
+_BASELINE_FLAGS = ("avx2", "fma")
+RESTART_FIX = ("restart the kernel and run %load_ext det_nb (or %det_seed) before importing "
+               "{library}, or use a det_nb kernel (python -m det_nb kernel install)")
 
 
 @dataclass(frozen=True)
@@ -23,23 +36,28 @@ class Pin:
 
     variable: str
     value: str
-    library: str  # shown in the status
-    module: str  # the top-level module whose import loads it
+    modules: tuple[str, ...]  # top-level modules whose import loads a reader of it
 
 
-# NumPy >= 2.4 dispatches to X86_V4 / AVX512_ICL / AVX512_SPR above its X86_V3 target and
-# accepts names the CPU lacks; older names are listed for NumPy 2.0-2.3.
+# NumPy >= 2.4 dispatches to X86_V4, AVX512_ICL and AVX512_SPR above X86_V3 and accepts
+# names the CPU lacks; NumPy 2.0-2.3 use the AVX512_* names.
 _NUMPY_AVX512 = ("X86_V4 AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX "
                  "AVX512_CNL AVX512_ICL AVX512_SPR")
 
 PINS: tuple[Pin, ...] = (
-    Pin("OPENBLAS_CORETYPE", "Haswell", "OpenBLAS", "numpy"),
-    Pin("NPY_DISABLE_CPU_FEATURES", _NUMPY_AVX512, "NumPy SIMD", "numpy"),
-    Pin("ONEDNN_MAX_CPU_ISA", "AVX2", "oneDNN", "tensorflow"),
-    Pin("MKL_CBWR", "AVX2", "MKL", "torch"),
-    Pin("ATEN_CPU_CAPABILITY", "avx2", "torch ATen", "torch"),
-    Pin("XLA_FLAGS", "--xla_cpu_max_isa=AVX2", "XLA", "jax"),
+    Pin("OPENBLAS_CORETYPE", "Haswell", ("numpy",)),
+    Pin("NPY_DISABLE_CPU_FEATURES", _NUMPY_AVX512, ("numpy",)),
+    Pin("ONEDNN_MAX_CPU_ISA", "AVX2", ("tensorflow", "torch")),
+    Pin("MKL_CBWR", "AVX2", ("torch",)),
+    Pin("ATEN_CPU_CAPABILITY", "avx2", ("torch",)),
+    Pin("XLA_FLAGS", "--xla_cpu_max_isa=AVX2", ("tensorflow", "jax")),
 )
+_MODULES = ("numpy", "tensorflow", "torch", "jax")
+
+# Modules already imported when det_nb first pinned: their kernels were chosen before.
+_loaded_before_pins: set[str] | None = None
+# Whether the pins are in force (None: det_nb has not applied its setting yet).
+_pinned: bool | None = None
 
 
 def pin_environment() -> dict[str, str]:
@@ -51,7 +69,212 @@ def apply(portable: bool) -> None:
     """Set (or, with ``portable`` False, take back) the pins in ``os.environ``.
 
     Acts on what libraries read when they load; a library loaded already keeps its
-    kernels, which the status reports. A variable the process started with is the
+    kernels, which :func:`checks` reports. A variable the process started with is the
     user's choice and is left as it is.
     """
-    raise NotImplementedError  # filled in by the lead (issue 9)
+    global _loaded_before_pins, _pinned
+    _pinned = portable
+    if portable and _loaded_before_pins is None:
+        _loaded_before_pins = {module for module in _MODULES if module in sys.modules}
+    user = startup_environ()
+    for pin in PINS:
+        if pin.variable in user:
+            continue
+        if portable:
+            os.environ[pin.variable] = pin.value
+        elif os.environ.get(pin.variable) == pin.value:
+            del os.environ[pin.variable]
+
+
+# -- the CPU --------------------------------------------------------------------------
+
+
+def cpu_flags() -> list[str]:
+    """The kernel-deciding flags this CPU has (Linux /proc/cpuinfo; else empty)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in KERNEL_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def cpu_check(portable: bool | None) -> Check:
+    """The CPU against the baseline, and whether kernels are pinned to it."""
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64"):
+        return Check(
+            "cpu kernels", "warn",
+            f"{machine}: x86-64 and {machine} never agree bit for bit, so results are "
+            f"reproducible only on other {machine} machines with the same library versions",
+            "compare runs on machines of one architecture",
+        )
+    flags = cpu_flags()
+    if flags and not all(flag in flags for flag in _BASELINE_FLAGS):
+        missing = ", ".join(f for f in _BASELINE_FLAGS if f not in flags)
+        return Check(
+            "cpu kernels", "warn",
+            f"this CPU is below the {BASELINE} baseline (lacks {missing}): libraries fall "
+            "back to older kernels, whose floats differ from those of AVX2 machines",
+            "run on an x86-64 CPU with AVX2 and FMA (about 2015 on)",
+        )
+    # The same words on every x86-64 CPU at or above the baseline: stored notebook outputs
+    # show this row and must match on AVX2 and AVX-512 machines alike.
+    if portable is None:
+        return Check("cpu kernels", "off", "x86-64; not pinned yet", "%det_seed SEED")
+    if not portable:
+        return Check(
+            "cpu kernels", "off",
+            "x86-64; libraries pick native kernels, so floats can differ on other CPU "
+            "generations", "%det_seed SEED --portable",
+        )
+    return Check("cpu kernels", "ok", f"x86-64; kernels pinned to the {BASELINE} baseline")
+
+
+# -- reading back what each library runs ------------------------------------------------
+
+
+def kernels_in_use() -> dict[str, dict[str, str]]:
+    """Per loaded library, the kernel or ISA each of its parts runs, read back now."""
+    found: dict[str, dict[str, str]] = {}
+    if "numpy" in sys.modules:
+        found["numpy"] = {"openblas": _openblas_core(), "simd": _numpy_simd()}
+    if "tensorflow" in sys.modules:
+        found["tensorflow"] = {"onednn": _tf_onednn(), "xla": _xla_isa()}
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        found["torch"] = {"aten": torch.backends.cpu.get_cpu_capability(),
+                          "mkl": _mkl_branch(torch), "onednn": _onednn_cap()}
+    if "jax" in sys.modules:
+        found["jax"] = {"xla": _xla_isa()}
+    return found
+
+
+def _openblas_core() -> str:
+    from threadpoolctl import threadpool_info
+
+    for pool in threadpool_info():
+        if pool.get("internal_api") == "openblas" and "numpy" in pool.get("filepath", ""):
+            return pool.get("architecture") or "unknown"
+    return "not found"
+
+
+def _numpy_simd() -> str:
+    """NumPy's highest dispatch target that this process enabled."""
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # NumPy 1.x
+        from numpy.core import _multiarray_umath as umath
+    enabled = [t for t in umath.__cpu_dispatch__ if umath.__cpu_features__.get(t)]
+    return enabled[-1] if enabled else "baseline"
+
+
+def _tf_onednn() -> str:
+    from tensorflow.python.util import _pywrap_util_port
+
+    if not _pywrap_util_port.IsMklEnabled():
+        return "off (Eigen kernels)"
+    return _onednn_cap()
+
+
+def _onednn_cap() -> str:
+    """oneDNN's ISA cap as C code in this process sees it (oneDNN reads it at first use)."""
+    cap = _c_getenv("ONEDNN_MAX_CPU_ISA")
+    return f"ISA cap {cap}" if cap else "native ISA"
+
+
+def _xla_isa() -> str:
+    flags = (_c_getenv("XLA_FLAGS") or "").split()
+    caps = [flag.split("=", 1)[1] for flag in flags if flag.startswith("--xla_cpu_max_isa=")]
+    return f"ISA cap {caps[-1]}" if caps else "native ISA"
+
+
+# MKL's conditional-numerical-reproducibility branches (mkl_service.h).
+_MKL_BRANCHES = {1: "native", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3",
+                 7: "SSE4_1", 8: "SSE4_2", 9: "AVX", 10: "AVX2", 12: "AVX512",
+                 14: "AVX512_E1"}
+
+
+def _mkl_branch(torch: ModuleType) -> str:
+    """The MKL branch torch's MKL runs (``mkl_cbwr_get``), or why it cannot be read."""
+    library = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+    try:
+        get = ctypes.CDLL(library).mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return "not readable"
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    branch = get(1)
+    return _MKL_BRANCHES.get(branch, f"branch {branch}")
+
+
+def _c_getenv(name: str) -> str | None:
+    """A variable as C code in this process sees it (what the libraries read)."""
+    getenv = ctypes.CDLL(None).getenv
+    getenv.restype, getenv.argtypes = ctypes.c_char_p, [ctypes.c_char_p]
+    found = getenv(name.encode())
+    return None if found is None else found.decode(errors="replace")
+
+
+# What each part runs on the baseline, and the variable that pins it.
+_BASELINE_KERNELS = {
+    ("numpy", "openblas"): ({"Haswell", "Zen"}, "OPENBLAS_CORETYPE"),
+    ("numpy", "simd"): ({"X86_V3", "AVX2", "FMA3", "baseline"}, "NPY_DISABLE_CPU_FEATURES"),
+    ("tensorflow", "onednn"): ({"ISA cap AVX2", "off (Eigen kernels)"}, "ONEDNN_MAX_CPU_ISA"),
+    ("tensorflow", "xla"): ({"ISA cap AVX2"}, "XLA_FLAGS"),
+    ("torch", "aten"): ({"AVX2"}, "ATEN_CPU_CAPABILITY"),
+    ("torch", "mkl"): ({"AVX2", "COMPATIBLE"}, "MKL_CBWR"),
+    ("torch", "onednn"): ({"ISA cap AVX2"}, "ONEDNN_MAX_CPU_ISA"),
+    ("jax", "xla"): ({"ISA cap AVX2"}, "XLA_FLAGS"),
+}
+_LIBRARY_OF = {"numpy": "NumPy", "tensorflow": "TensorFlow", "torch": "PyTorch", "jax": "JAX"}
+
+
+def record_fields() -> dict[str, object]:
+    """What a run record keeps about the CPU: its kernel-deciding flags and kernels in use."""
+    kernels = {f"{module} {part}": value for module, parts in kernels_in_use().items()
+               for part, value in parts.items()}
+    return {"cpu_flags": cpu_flags(), "cpu_kernels": kernels}
+
+
+def checks() -> list[Check]:
+    """The CPU row, then one row per loaded kernel-picking library, read back now."""
+    rows = [cpu_check(_pinned)]
+    for module, parts in kernels_in_use().items():
+        rows.append(_library_check(module, parts, bool(_pinned)))
+    return rows
+
+
+def _library_check(module: str, parts: dict[str, str], portable: bool) -> Check:
+    name = f"{module} kernels"
+    shown = ", ".join(f"{part} {value}" for part, value in parts.items())
+    off = [part for part, value in parts.items()
+           if value not in _BASELINE_KERNELS[module, part][0]]
+    if not portable:
+        return Check(name, "off", f"{shown} (portable off)")
+    if not off:
+        return Check(name, "ok", f"{shown}: the baseline")
+    return Check(name, "warn", f"{shown}: {', '.join(off)} not the baseline, "
+                 f"{_why(module, off)}", _fix(module, off))
+
+
+def _why(module: str, off: list[str]) -> str:
+    user = startup_environ()
+    variables = sorted({_BASELINE_KERNELS[module, part][1] for part in off})
+    set_by_user = [v for v in variables if v in user]
+    if set_by_user:
+        return "since " + ", ".join(f"{v}={user[v]!r} was set at start" for v in set_by_user)
+    if _loaded_before_pins is not None and module in _loaded_before_pins:
+        return f"too late: {_LIBRARY_OF[module]} was loaded before det_nb pinned its kernels"
+    if off == ["mkl"]:
+        return "since MKL does not take the AVX2 branch on this CPU (it does on Intel CPUs)"
+    return "though det_nb pinned it"
+
+
+def _fix(module: str, off: list[str]) -> str:
+    if off == ["mkl"]:
+        return ("start the kernel with MKL_CBWR=COMPATIBLE (portable across CPU vendors, "
+                "slower matmuls)")
+    return RESTART_FIX.format(library=_LIBRARY_OF[module])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from det_nb import cpu_kernels
 from det_nb.magics import DetMagics
 from det_nb.session import get_session
 
@@ -22,6 +23,8 @@ def load(shell: Any) -> None:
     shell.enable_tip = False
     # Magics.__init__ adds the instance to shell.configurables, which makes %config see it.
     magics = DetMagics(shell=shell, session=get_session(), parent=shell)
+    # Libraries read their kernel choice when they load: pin before the user imports them.
+    cpu_kernels.apply(getattr(magics, "portable", True))
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.before_cell)
     shell.events.register("post_run_cell", magics.after_cell)

@@ -41,12 +41,16 @@ def prng_states() -> tuple:
     )
 
 
-def start_python(code: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``code`` in a fresh interpreter (no state shared with the test process)."""
+def start_python(code: str, env: dict[str, str | None] | None = None) -> subprocess.Popen:
+    """Start ``code`` in a fresh interpreter (no state shared with the test process).
+
+    ``env`` is added to this process's environment; a variable mapped to None is unset.
+    """
+    merged = {**os.environ, **QUIET_TF, **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **QUIET_TF, **(env or {})},
+        env={name: value for name, value in merged.items() if value is not None},
     )
 
 
@@ -57,6 +61,6 @@ def result_of(process: subprocess.Popen, timeout: float = 300) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_python(code: str, env: dict[str, str] | None = None) -> dict:
+def run_python(code: str, env: dict[str, str | None] | None = None) -> dict:
     """Run ``code`` in a fresh interpreter and return the JSON it printed last."""
     return result_of(start_python(code, env))
