@@ -24,11 +24,12 @@ from typing import Any
 import row_dashboard
 import row_load
 import row_modes
+import row_portable
 from bench import BENCH_DIR, Row, row_from_json, run_json
 
-GROUPS = ("load", "shell", "dashboard", "modes")  # shell: seed, fingerprint, check
-ORDER = ("load", "seed", "dashboard", "modes", "fingerprint", "check")  # the order
-PACKAGES = ("numpy", "tensorflow", "keras", "ipython", "ipykernel", "ipywidgets", "xxhash",
+GROUPS = ("load", "shell", "dashboard", "modes", "portable")  # shell: seed, fingerprint, check
+ORDER = ("load", "seed", "dashboard", "modes", "fingerprint", "check", "portable")
+PACKAGES = ("numpy", "tensorflow", "keras", "torch", "ipython", "ipykernel", "ipywidgets", "xxhash",
             "det_nb")
 METHOD = (
     "baseline and candidate timed in pairs, interleaved ABBA in the same run; warm-up pairs "
@@ -101,6 +102,8 @@ def measure(groups: tuple[str, ...], quick: bool) -> list[Row]:
             rows += [row_from_json(data) for data in run_json(args)]
         elif group == "dashboard":
             rows += [row_from_json(data) for data in row_dashboard.measure(quick)]
+        elif group == "portable":
+            rows += [row_from_json(data) for data in row_portable.measure(quick)]
         else:
             rows += [row_from_json(data) for data in row_modes.measure(quick)]
         print(f"  {group}: {time.perf_counter() - started:.0f} s", flush=True)
