@@ -24,7 +24,7 @@ def load(shell: Any) -> None:
     # Magics.__init__ adds the instance to shell.configurables, which makes %config see it.
     magics = DetMagics(shell=shell, session=get_session(), parent=shell)
     # Libraries read their kernel choice when they load: pin before the user imports them.
-    cpu_kernels.apply(getattr(magics, "portable", True))
+    cpu_kernels.apply(magics.portable)
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.before_cell)
     shell.events.register("post_run_cell", magics.after_cell)
