@@ -229,7 +229,7 @@ class _Tracker:
                    if n in now and now[n] is before[n] and fp_of(n) != fp}
         self.in_place |= mutated
         for name in sorted(changed | mutated):
-            if name in self.tracks or isinstance(now.get(name, before.get(name)),
+            if name in self.tracks or issubclass(type(now.get(name, before.get(name))),
                                                  types.ModuleType):
                 continue
             if run == 1:
@@ -246,7 +246,7 @@ class _Tracker:
             if last:
                 track.kept = None
             elif name in mutated and isinstance(current, Fingerprint):
-                track.kept = snapshot(now[name])  # the next run would change it again
+                track.kept = self._snapshot(track, now[name])  # the next run would change it
             else:
                 track.kept = now.get(name, _ABSENT)
         self.before, self.fps = now, fps
@@ -272,9 +272,19 @@ class _Tracker:
             detail = describe_difference(previous, value, name, labels)
             track.detail = f"{detail or name + ': differs'} {runs}"
 
+    @staticmethod
+    def _snapshot(track: _Track, value: object) -> object:
+        """A copy of ``value``; where its own code raises now, the name becomes unchecked."""
+        try:
+            return snapshot(value)
+        except ValueError as error:
+            track.unchecked = f"{type(value).__name__}: {error}"
+            return None
+
     def _watch(self, name: str, value: object) -> bool:
         """Should ``name`` be fingerprinted before a run, to see in-place changes?"""
-        if isinstance(value, _INERT) or type(value).__name__ == "EagerTensor":
+        # type(), not isinstance(): an object's own __class__ may raise.
+        if issubclass(type(value), _INERT) or type(value).__name__ == "EagerTensor":
             return False
         return self.watched is None or name in self.watched
 
@@ -345,8 +355,9 @@ def _names_used(shell: Any, cell: str) -> tuple[frozenset[str], frozenset[str] |
 
 def _code_of(value: object, namespace: dict, seen: set[int]) -> Iterator[types.CodeType]:
     """Code objects of a notebook function, method, class or class instance (not twice)."""
-    value = getattr(value, "__func__", value)  # bound, static and class methods
-    if not isinstance(value, types.FunctionType | type):
+    if issubclass(type(value), types.MethodType | staticmethod | classmethod):
+        value = value.__func__
+    if not issubclass(type(value), types.FunctionType | type):
         value = type(value)
     if id(value) in seen:
         return

@@ -38,6 +38,13 @@ _TILE_COLUMNS = 256
 _PLAIN_SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes})
 # Deeper nesting than this is reported as unfingerprintable rather than risking recursion.
 _MAX_DEPTH = 100
+# How a plain scalar child starts inline ("s", then its length-prefixed tag); a child fed
+# by digest starts with "d", so the two cannot be confused.
+_SCALAR_TAGS = {
+    kind: b"s" + struct.pack("<Q", len(tag)) + tag
+    for kind in _PLAIN_SCALARS
+    for tag in [f"scalar:{kind.__name__}".encode()]
+}
 
 
 @dataclass(frozen=True)
@@ -97,25 +104,34 @@ class _Unsupported(Exception):
 
 
 def fingerprint(value: object) -> Fingerprint | Unfingerprintable:
-    """Hash ``value`` (see the module docstring for what is supported)."""
-    view = _classify(value)
+    """Hash ``value`` (see the module docstring for what is supported).
+
+    Never raises: an exception from the value's own code (a ``__getattr__``, ``__len__``
+    or property that raises) makes it :class:`Unfingerprintable`, with that exception.
+    """
+    view = _view_of(value)
     if view.category == "bad":
         return Unfingerprintable(view.kind, view.payload)
-    hasher = xxhash.xxh3_128()
     try:
-        _feed_view(hasher, view, id(value), 0, set())
+        digest = _Walk().digest(value, view)
     except _Unsupported as exc:
         where = f"at {exc.path}: " if exc.path else ""
         return Unfingerprintable(view.kind, f"{where}{exc.reason}")
-    return Fingerprint(hasher.digest(), view.summary)
+    return Fingerprint(digest, view.summary)
 
 
 def snapshot(value: object) -> Snapshot:
     """Copy ``value`` (arrays, tensors, weights, containers) so later changes don't reach it.
 
-    Raises ValueError for a value that :func:`fingerprint` does not support.
+    Raises ValueError for a value that :func:`fingerprint` does not support, or whose own
+    code raises while it is read. An object shared by several containers is copied once.
     """
-    return _snapshot(value, 0)
+    try:
+        return _snapshot(value, 0, {})
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"cannot snapshot {type(value).__name__}: {_raised(exc)}") from None
 
 
 def describe_difference(
@@ -127,14 +143,42 @@ def describe_difference(
     and gives type, dtype, shape or length, the first differing key or index, and for
     numbers the (maximum) absolute difference. ``labels`` name the two sides.
     """
-    digest = _digest(a)
-    if digest is not None and digest == _digest(b):
-        return None
-    found = _diff(a, b, name, labels, 0)
+    walk = _Walk()
+    try:
+        if _same(a, b, walk):
+            return None
+        found = _diff(a, b, name, labels, 0, walk)
+    except Exception as exc:  # the values' own code raised while they were read
+        return f"{name}: cannot be compared ({_raised(exc)})"
     return found or f"{name}: differs in a way no element shows (e.g. the type of a dict key)"
 
 
 # -- classification --------------------------------------------------------------------
+
+
+def _view_of(value: object) -> _View:
+    """:func:`_classify`, with an exception from the value's own code as the reason it is bad."""
+    try:
+        return _classify(value)
+    except Exception as exc:
+        return _bad(value, _raised(exc))
+
+
+def _raised(exc: BaseException) -> str:
+    """One line naming an exception raised by a user's object (its text may raise too)."""
+    try:
+        text = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+    except Exception:
+        text = ""
+    return f"reading it raised {type(exc).__name__}" + (f": {text}" if text else "")
+
+
+def _has_attribute(value: object, name: str) -> bool:
+    """``hasattr``, False also where the object's ``__getattr__`` raises something else."""
+    try:
+        return hasattr(value, name)
+    except Exception:
+        return False
 
 
 def _classify(value: object) -> _View:
@@ -187,11 +231,15 @@ def _framework_view(value: object) -> _View:
         return _tensor_view(value, "tf.Tensor", lambda: np.asarray(value))
     if torch is not None and isinstance(value, getattr(torch, "Tensor", ())):
         return _tensor_view(value, "torch.Tensor", lambda: _torch_array(value))
-    if callable(getattr(type(value), "get_weights", None)) and hasattr(value, "weights"):
-        # By position, not by path: Keras numbers layer names per session ("dense_3"),
-        # so the same model built twice has different paths but must compare equal.
-        weights = list(value.weights)
-        return _View("attrs", kind, {"weights": weights}, f"{kind} ({len(weights)} weights)")
+    if callable(getattr(type(value), "get_weights", None)):
+        try:  # any other exception: the model's own code failed, and _view_of says so
+            weights = list(value.weights)
+        except AttributeError:
+            weights = None
+        if weights is not None:
+            # By position, not by path: Keras numbers layer names per session ("dense_3"),
+            # so the same model built twice has different paths but must compare equal.
+            return _View("attrs", kind, {"weights": weights}, f"{kind} ({len(weights)} weights)")
     return _bad(value, _why_unsupported(value))
 
 
@@ -237,7 +285,7 @@ def _why_unsupported(value: object) -> str:
         return "classes are not fingerprinted"
     if callable(value):
         return "functions and other callables are not fingerprinted"
-    if hasattr(value, "read") or hasattr(value, "write"):
+    if _has_attribute(value, "read") or _has_attribute(value, "write"):
         return "files and streams have no comparable value"
     return f"{type(value).__name__} is not a supported type"
 
@@ -259,73 +307,137 @@ def _scalar_summary(value: object) -> str:
 # -- hashing ---------------------------------------------------------------------------
 
 
-def _digest(value: object) -> bytes | None:
-    """The xxh3_128 digest of ``value``, or None if it cannot be hashed."""
-    hasher = xxhash.xxh3_128()
+def _digest(value: object, walk: _Walk) -> bytes | None:
+    """The digest of ``value`` (memoised in ``walk``), or None if it cannot be hashed."""
     try:
-        _feed(hasher, value, 0, set())
+        return walk.digest(value)
     except _Unsupported:
         return None
-    return hasher.digest()
 
 
-def _feed(hasher: Any, value: object, depth: int, active: set[int]) -> None:
-    _feed_view(hasher, _classify(value), id(value), depth, active)
+class _Walk:
+    """One hashing pass over a value graph: digests memoised by identity, cycles refused.
 
-
-def _feed_view(hasher: Any, view: _View, ident: int, depth: int, active: set[int]) -> None:
-    """Stream a value into ``hasher``: a tag for category and type, then its contents.
-
-    Every variable-length part is length-prefixed, so distinct values cannot collide by
-    concatenation. ``active`` holds the ids of the containers on the current path, to
-    refuse cycles; ``ident`` is the value's id.
+    A container's digest covers its children's digests (plain scalars are fed inline), so
+    an object reached by many paths (``x = [x, x]`` repeated) is hashed once per walk and
+    the cost is linear in the number of distinct objects, not in the number of paths.
+    Memoised objects are kept alive until the walk ends: views make temporaries (a
+    generator's state dict, a tensor's array) whose ids could otherwise be reused.
     """
-    if view.category == "bad":
-        raise _Unsupported("", view.payload)
-    if depth > _MAX_DEPTH:
-        raise _Unsupported("", f"nested more than {_MAX_DEPTH} levels deep")
-    _feed_bytes(hasher, f"{view.category}:{view.kind}".encode())
-    if view.category == "array":
-        _feed_array(hasher, view.payload, depth, active)
-        return
-    if view.category == "scalar":
-        _feed_scalar(hasher, view.payload)
-        return
-    if ident in active:
-        raise _Unsupported("", "it contains itself")
-    active.add(ident)
-    try:
-        _feed_children(hasher, view, depth, active)
-    finally:
-        active.discard(ident)
 
+    def __init__(self) -> None:
+        self._digests: dict[int, bytes] = {}
+        self._alive: list[object] = []
+        self._active: set[int] = set()  # containers on the current path
 
-def _feed_children(hasher: Any, view: _View, depth: int, active: set[int]) -> None:
-    payload = view.payload
-    hasher.update(struct.pack("<Q", len(payload)))
-    if view.category == "set":
-        digests = []
-        for item in payload:
-            sub = xxhash.xxh3_128()
-            _feed_child(sub, item, lambda: "{...}", depth, active)
-            digests.append(sub.digest())
-        hasher.update(b"".join(sorted(digests)))
-        return
-    category = view.category
-    for key, child in _children(view):
-        if category != "seq":
-            _feed_child(hasher, key, lambda k=key: _step(category, k) + " (key)", depth, active)
-        _feed_child(hasher, child, lambda k=key: _step(category, k), depth, active)
+    def digest(self, value: object, view: _View | None = None, depth: int = 0) -> bytes:
+        """xxh3_128 of ``value``; raises _Unsupported (with the path) if it cannot be hashed.
 
+        Scalars are not memoised: as children they are fed inline, never by digest.
+        """
+        ident = id(value)
+        known = self._digests.get(ident)
+        if known is not None:
+            return known
+        view = _view_of(value) if view is None else view
+        hasher = xxhash.xxh3_128()
+        try:
+            self._feed_view(hasher, view, ident, depth)
+        except _Unsupported:
+            raise
+        except Exception as exc:  # its __len__, __iter__, items() ... raised
+            raise _Unsupported("", _raised(exc)) from None
+        digest = hasher.digest()
+        if view.category != "scalar":
+            self._digests[ident] = digest
+            self._alive.append(value)
+        return digest
 
-def _feed_child(
-    hasher: Any, child: object, step: Callable[[], str], depth: int, active: set[int]
-) -> None:
-    """Feed a child; if it is unsupported, prefix its path with ``step()`` (made lazily)."""
-    try:
-        _feed(hasher, child, depth + 1, active)
-    except _Unsupported as exc:
-        raise _Unsupported(step() + exc.path, exc.reason) from None
+    def _feed_view(self, hasher: Any, view: _View, ident: int, depth: int) -> None:
+        """Stream a value into ``hasher``: a tag for category and type, then its contents.
+
+        Every variable-length part is length-prefixed, so distinct values cannot collide
+        by concatenation.
+        """
+        if view.category == "bad":
+            raise _Unsupported("", view.payload)
+        if depth > _MAX_DEPTH:
+            raise _Unsupported("", f"nested more than {_MAX_DEPTH} levels deep")
+        _feed_bytes(hasher, f"{view.category}:{view.kind}".encode())
+        if view.category == "array":
+            self._feed_array(hasher, view.payload, depth)
+            return
+        if view.category == "scalar":
+            _feed_scalar(hasher, view.payload)
+            return
+        if ident in self._active:
+            raise _Unsupported("", "it contains itself")
+        self._active.add(ident)
+        try:
+            self._feed_children(hasher, view, depth)
+        finally:
+            self._active.discard(ident)
+
+    def _feed_children(self, hasher: Any, view: _View, depth: int) -> None:
+        payload = view.payload
+        hasher.update(struct.pack("<Q", len(payload)))
+        if view.category == "set":
+            digests = []
+            for item in payload:
+                sub = xxhash.xxh3_128()
+                self._feed_child(sub, item, lambda: "{...}", depth)
+                digests.append(sub.digest())
+            hasher.update(b"".join(sorted(digests)))
+            return
+        category = view.category
+        for key, child in _children(view):
+            if category != "seq":
+                self._feed_child(hasher, key, lambda k=key: _step(category, k) + " (key)", depth)
+            self._feed_child(hasher, child, lambda k=key: _step(category, k), depth)
+
+    def _feed_child(self, hasher: Any, child: object, step: Callable[[], str], depth: int) -> None:
+        """Feed a scalar inline, anything else as its digest; if it is unsupported, prefix
+        its path with ``step()`` (made lazily)."""
+        if type(child) in _PLAIN_SCALARS:  # the common case, without a view
+            hasher.update(_SCALAR_TAGS[type(child)])
+            _feed_scalar(hasher, child)
+            return
+        digest = self._digests.get(id(child))
+        if digest is None:
+            view = _view_of(child)
+            if view.category == "scalar":  # a str subclass, a bytearray, a scalar's Snapshot
+                hasher.update(b"s")
+                _feed_bytes(hasher, f"scalar:{view.kind}".encode())
+                _feed_scalar(hasher, view.payload)
+                return
+            try:
+                digest = self.digest(child, view, depth + 1)
+            except _Unsupported as exc:
+                raise _Unsupported(step() + exc.path, exc.reason) from None
+        hasher.update(b"d")
+        hasher.update(digest)
+
+    def _feed_array(self, hasher: Any, array: np.ndarray, depth: int) -> None:
+        """Hash dtype, shape and the elements in C order, without copying the whole array."""
+        _feed_bytes(hasher, str(array.dtype.descr if array.dtype.fields else array.dtype.str)
+                    .encode())
+        _feed_bytes(hasher, repr(tuple(array.shape)).encode())
+        if array.dtype.hasobject:
+            for index, item in enumerate(array.ravel()):
+                self._feed_child(
+                    hasher, item, lambda i=index: _index_text(np.unravel_index(i, array.shape)),
+                    depth,
+                )
+        elif array.flags.c_contiguous:
+            hasher.update(array.reshape(-1).view(np.uint8))
+        else:
+            buffer = np.empty(0, array.dtype)  # reused: one allocation, not one per block
+            for _, (block,) in _blocks((array,)):
+                if buffer.size < block.size:
+                    buffer = np.empty(block.size, array.dtype)
+                out = buffer[: block.size].reshape(block.shape)
+                _copy_in_c_order(out, block)
+                hasher.update(out.reshape(-1).view(np.uint8))
 
 
 def _feed_scalar(hasher: Any, value: object) -> None:
@@ -340,26 +452,6 @@ def _feed_scalar(hasher: Any, value: object) -> None:
         _feed_bytes(hasher, value.encode("utf-8", "surrogatepass"))
     elif isinstance(value, bytes):
         _feed_bytes(hasher, value)
-
-
-def _feed_array(hasher: Any, array: np.ndarray, depth: int, active: set[int]) -> None:
-    """Hash dtype, shape and the elements in C order, without copying the whole array."""
-    _feed_bytes(hasher, str(array.dtype.descr if array.dtype.fields else array.dtype.str).encode())
-    _feed_bytes(hasher, repr(tuple(array.shape)).encode())
-    if array.dtype.hasobject:
-        for index, item in enumerate(array.ravel()):
-            _feed_child(hasher, item, lambda i=index: _index_text(np.unravel_index(i, array.shape)),
-                        depth, active)
-    elif array.flags.c_contiguous:
-        hasher.update(array.reshape(-1).view(np.uint8))
-    else:
-        buffer = np.empty(0, array.dtype)  # reused: one allocation, not one per block
-        for _, (block,) in _blocks((array,)):
-            if buffer.size < block.size:
-                buffer = np.empty(block.size, array.dtype)
-            out = buffer[: block.size].reshape(block.shape)
-            _copy_in_c_order(out, block)
-            hasher.update(out.reshape(-1).view(np.uint8))
 
 
 def _copy_in_c_order(out: np.ndarray, block: np.ndarray) -> None:
@@ -428,8 +520,13 @@ def _index_text(index: tuple) -> str:
 # -- snapshots -------------------------------------------------------------------------
 
 
-def _snapshot(value: object, depth: int) -> Snapshot:
-    view = _classify(value)
+def _snapshot(value: object, depth: int, made: dict[int, tuple[object, Snapshot]]) -> Snapshot:
+    """Copy ``value``; ``made`` maps the id of each value copied so far to (value, copy),
+    so a shared object is copied once (and kept alive, so its id stays its own)."""
+    known = made.get(id(value))
+    if known is not None:
+        return known[1]
+    view = _view_of(value)
     if view.category == "bad" or depth > _MAX_DEPTH:
         raise ValueError(f"cannot snapshot {view.kind}")
     payload = view.payload
@@ -437,23 +534,36 @@ def _snapshot(value: object, depth: int) -> Snapshot:
         if payload.dtype.hasobject:
             copy = np.empty(payload.shape, dtype=object)
             for index in np.ndindex(payload.shape):
-                copy[index] = _snapshot(payload[index], depth + 1)
+                copy[index] = _snapshot(payload[index], depth + 1, made)
             payload = copy
         else:
             payload = np.array(payload, copy=True)
     elif view.category in ("seq", "set"):
-        payload = [_snapshot(child, depth + 1) for child in payload]
+        payload = [_snapshot(child, depth + 1, made) for child in payload]
     elif view.category in ("map", "attrs", "state"):
-        payload = {key: _snapshot(child, depth + 1) for key, child in payload.items()}
-    return Snapshot(view._replace(payload=payload))
+        payload = {key: _snapshot(child, depth + 1, made) for key, child in payload.items()}
+    copied = Snapshot(view._replace(payload=payload))
+    made[id(value)] = (value, copied)
+    return copied
 
 
 # -- describing differences ------------------------------------------------------------
 
 
-def _diff(a: object, b: object, path: str, labels: tuple[str, str], depth: int) -> str | None:
-    """The first difference between ``a`` and ``b`` below ``path``, or None."""
-    va, vb = _classify(a), _classify(b)
+def _same(a: object, b: object, walk: _Walk) -> bool:
+    """Do ``a`` and ``b`` hash equal? (Memoised, so walking a shared subtree costs once.)"""
+    digest = _digest(a, walk)
+    return digest is not None and digest == _digest(b, walk)
+
+
+def _diff(
+    a: object, b: object, path: str, labels: tuple[str, str], depth: int, walk: _Walk
+) -> str | None:
+    """The first difference between ``a`` and ``b`` below ``path``, or None.
+
+    Children that hash equal are skipped without a walk.
+    """
+    va, vb = _view_of(a), _view_of(b)
     if "bad" in (va.category, vb.category):
         return f"{path}: cannot be compared ({va.summary} vs {vb.summary})"
     if (va.category, va.kind) != (vb.category, vb.kind):
@@ -461,32 +571,36 @@ def _diff(a: object, b: object, path: str, labels: tuple[str, str], depth: int) 
     if depth > _MAX_DEPTH:
         return None
     if va.category == "array":
-        return _array_diff(va, vb, path, labels, depth)
+        return _array_diff(va, vb, path, labels, depth, walk)
     if va.category == "scalar":
         return _scalar_diff(va.payload, vb.payload, path, labels)
     if va.category == "state":
         return f"{path}: {va.kind} state differs, so its next draws differ"
     if va.category == "set":
-        return _set_diff(va.payload, vb.payload, path, labels)
+        return _set_diff(va.payload, vb.payload, path, labels, walk)
     if va.category == "seq" and len(va.payload) != len(vb.payload):
         return f"{path}: {va.kind} length {len(va.payload)} vs {len(vb.payload)}"
     if va.category in ("map", "attrs"):
-        found = _keys_diff(va, vb, path, labels)
+        found = _keys_diff(va, vb, path, labels, walk)
         if found:
             return found
     children_b = dict(_children(vb)) if va.category != "seq" else None
     for key, child_a in _children(va):
         child_b = vb.payload[key] if children_b is None else children_b[key]
-        found = _diff(child_a, child_b, path + _step(va.category, key), labels, depth + 1)
+        if _same(child_a, child_b, walk):
+            continue
+        found = _diff(child_a, child_b, path + _step(va.category, key), labels, depth + 1, walk)
         if found:
             return found
     return None
 
 
-def _keys_diff(va: _View, vb: _View, path: str, labels: tuple[str, str]) -> str | None:
+def _keys_diff(
+    va: _View, vb: _View, path: str, labels: tuple[str, str], walk: _Walk
+) -> str | None:
     """Keys are compared by fingerprint, so 1 and True or 1 and 1.0 count as different."""
-    keys_a = {_digest(k): k for k in va.payload}
-    keys_b = {_digest(k): k for k in vb.payload}
+    keys_a = {_digest(k, walk): k for k in va.payload}
+    keys_b = {_digest(k, walk): k for k in vb.payload}
     for digest, key in keys_a.items():
         if digest not in keys_b:
             return f"{path}: key {key!r} only in {labels[0]}"
@@ -498,9 +612,9 @@ def _keys_diff(va: _View, vb: _View, path: str, labels: tuple[str, str]) -> str 
     return None
 
 
-def _set_diff(a: Iterable, b: Iterable, path: str, labels: tuple[str, str]) -> str:
-    only_a = {_digest(x) for x in a} - {_digest(x) for x in b}
-    only_b = {_digest(x) for x in b} - {_digest(x) for x in a}
+def _set_diff(a: Iterable, b: Iterable, path: str, labels: tuple[str, str], walk: _Walk) -> str:
+    digests_a, digests_b = {_digest(x, walk) for x in a}, {_digest(x, walk) for x in b}
+    only_a, only_b = digests_a - digests_b, digests_b - digests_a
     return (f"{path}: {len(only_a)} elements only in {labels[0]}, "
             f"{len(only_b)} only in {labels[1]}")
 
@@ -528,7 +642,9 @@ def _scalar_diff(a: Any, b: Any, path: str, labels: tuple[str, str]) -> str | No
     return None  # None is always equal to None
 
 
-def _array_diff(va: _View, vb: _View, path: str, labels: tuple[str, str], depth: int) -> str | None:
+def _array_diff(
+    va: _View, vb: _View, path: str, labels: tuple[str, str], depth: int, walk: _Walk
+) -> str | None:
     a, b = va.payload, vb.payload
     if a.dtype != b.dtype:
         return f"{path}: dtype {a.dtype.name} vs {b.dtype.name}"
@@ -537,7 +653,9 @@ def _array_diff(va: _View, vb: _View, path: str, labels: tuple[str, str], depth:
     what = f"{path}: {va.summary}"
     if a.dtype.hasobject:
         for index in np.ndindex(a.shape):
-            found = _diff(a[index], b[index], path + _index_text(index), labels, depth + 1)
+            if _same(a[index], b[index], walk):
+                continue
+            found = _diff(a[index], b[index], path + _index_text(index), labels, depth + 1, walk)
             if found:
                 return found
         return None

@@ -256,6 +256,76 @@ def test_runs_nested_inside_a_cell_magic(ipy: InteractiveShell) -> None:
     assert [c.name for c in report.compared] == ["x", "y"]
 
 
+# -- hostile values --------------------------------------------------------------------
+
+HOSTILE_CLASSES = '''
+class Attrs:  # the usual bug: a missing key raises KeyError, not AttributeError
+    def __init__(self, **items):
+        self.__dict__["_items"] = items
+    def __getattr__(self, name):
+        return self._items[name]
+
+class Unbuilt:  # looks like a Keras model whose weights cannot be read yet
+    def get_weights(self):
+        return []
+    @property
+    def weights(self):
+        raise RuntimeError("model is not built")
+
+class NoLength(list):
+    def __len__(self):
+        raise TypeError("length unknown")
+
+class NoItems(dict):
+    def items(self):
+        raise ValueError("items are private")
+
+class NoClass:
+    @property
+    def __class__(self):
+        raise RuntimeError("no class for you")
+
+cfg = Attrs(lr=0.1)
+'''
+
+
+def test_det_check_lists_objects_whose_own_code_raises_as_unchecked(shell, capsys) -> None:
+    """Values whose __getattr__, properties, __len__ or items() raise: unchecked, no crash."""
+    saved = dict(shell.user_ns)
+    try:
+        shell.run_line_magic("det_seed", "42 --quiet")
+        assert shell.run_cell(HOSTILE_CLASSES).success
+        capsys.readouterr()
+        result = shell.run_cell(textwrap.dedent("""\
+            %%det_check
+            lr = cfg.lr
+            settings = Attrs(depth=3)
+            model = Unbuilt()
+            rows = NoLength([1, 2])
+            table = NoItems(a=1)
+            odd = NoClass()
+            nested = [1, {"m": model}]
+        """))
+        out = capsys.readouterr().out
+    finally:
+        for name in set(shell.user_ns) - set(saved):
+            del shell.user_ns[name]
+    assert result.success and result.error_in_exec is None, result.error_in_exec
+    assert out == textwrap.dedent("""\
+        deterministic across 2 runs for the compared names; 7 unchecked
+        compared:
+          lr: float
+        unchecked:
+          cfg: used by the cell, and changes inside it cannot be seen: Attrs is not a supported type
+          model: Unbuilt: reading it raised RuntimeError: model is not built
+          nested: list: at [1]['m']: reading it raised RuntimeError: model is not built
+          odd: NoClass: reading it raised RuntimeError: no class for you
+          rows: NoLength: reading it raised TypeError: length unknown
+          settings: Attrs: Attrs is not a supported type
+          table: NoItems: reading it raised ValueError: items are private
+    """)
+
+
 # -- TensorFlow and Keras --------------------------------------------------------------
 
 

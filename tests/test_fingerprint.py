@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import copy
 import random
+import signal
 import sys
 import tracemalloc
 import types
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from unittest import mock
 
 import numpy as np
@@ -388,3 +390,114 @@ def test_large_strided_arrays_hash_like_copies(rows: int, cols: int) -> None:
         assert fingerprint(view.T) == fingerprint(view.T.copy())
         cube = base[: rows * 8].reshape(rows * 2, 4, -1).transpose(2, 0, 1)
         assert fingerprint(cube) == fingerprint(cube.copy())
+
+
+# -- shared references and hostile objects ---------------------------------------------
+
+
+def shared_tower(depth: int, leaf: object) -> list:
+    """``x = [x, x]`` ``depth`` times: 2**depth paths down to ``leaf``, only depth + 1 lists."""
+    tower: object = leaf
+    for _ in range(depth):
+        tower = [tower, tower]
+    return tower  # type: ignore[return-value]
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise TimeoutError in the block after ``seconds`` (so a blow-up fails, not hangs)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_shared_references_cost_once_per_object_not_once_per_path() -> None:
+    """2**40 paths through 41 lists: fingerprint, snapshot and difference stay instant."""
+    tower, other = shared_tower(40, [1.0]), shared_tower(40, [2.0])
+    with time_limit(2):
+        printed = fingerprint(tower)
+        kept = snapshot(tower)
+        found = describe_difference(tower, other, "x")
+    assert isinstance(printed, Fingerprint) and printed.summary == "list (len 2)"
+    assert fingerprint(kept) == printed
+    assert printed != fingerprint(other)
+    assert found == "x" + "[0]" * 41 + ": float differs by 1"
+
+
+@given(VALUES)
+def test_sharing_does_not_change_a_fingerprint(value: object) -> None:
+    """A value referenced twice hashes like the value and an equal copy of it."""
+    assert fingerprint([value, value]) == fingerprint([value, copy.deepcopy(value)])
+    assert fingerprint({"a": value, "b": value}) == fingerprint({"a": value,
+                                                                 "b": copy.deepcopy(value)})
+
+
+def test_cycles_below_shared_references_are_still_refused() -> None:
+    loop: list = [1]
+    loop.append(loop)
+    with time_limit(2):
+        assert fingerprint(shared_tower(30, loop)).reason == (
+            "at " + "[0]" * 30 + "[1]: it contains itself"
+        )
+
+
+class Attrs:
+    """An attribute dict with the usual bug: a missing name raises KeyError."""
+
+    def __init__(self, **items: object) -> None:
+        self.__dict__["items"] = items
+
+    def __getattr__(self, name: str) -> object:
+        return self.items[name]
+
+
+class NoLength(list):
+    def __len__(self) -> int:
+        raise TypeError("length unknown")
+
+
+class Unbuilt:
+    """Model-like, but reading its weights raises."""
+
+    def get_weights(self) -> list:
+        return []
+
+    @property
+    def weights(self) -> list:
+        raise RuntimeError("model is not built\nsecond line")
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no text either")
+
+
+class Hostile:
+    @property
+    def __class__(self) -> type:  # type: ignore[override]
+        raise Unprintable
+
+
+def test_values_whose_own_code_raises_are_unfingerprintable_not_errors() -> None:
+    """Fingerprint, snapshot and difference report the exception (one line) and go on."""
+    assert fingerprint(Attrs(a=1)) == Unfingerprintable("Attrs", "Attrs is not a supported type")
+    assert fingerprint(Unbuilt()) == Unfingerprintable(
+        "Unbuilt", "reading it raised RuntimeError: model is not built"
+    )
+    assert fingerprint({"rows": NoLength([1])}) == Unfingerprintable(
+        "dict", "at ['rows']: reading it raised TypeError: length unknown"
+    )
+    assert fingerprint([Hostile()]).reason == "at [0]: reading it raised Unprintable"
+    with pytest.raises(ValueError, match=r"^cannot snapshot NoLength$"):
+        snapshot([NoLength([1])])
+    assert describe_difference([1, Unbuilt()], [1, Unbuilt()], "v") == (
+        "v[1]: cannot be compared (Unbuilt vs Unbuilt)"
+    )
