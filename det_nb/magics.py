@@ -3,17 +3,84 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import (
+    MagicHelpFormatter,
+    argument,
+    kwds,
+    magic_arguments,
+)
 from IPython.display import display
 from traitlets import Bool, CaselessStrEnum, Int
 from traitlets.config import Configurable
 
-from det_nb.lineage import SCHEMES
+from det_nb.determinism import validate_threads
+from det_nb.lineage import SCHEMES, Lineage, validate_integer
 from det_nb.session import Session, get_session
+
+if TYPE_CHECKING:
+    from det_nb.run_record import Record
+
+
+class _Once(argparse.Action):
+    """Store an option's value; an option given twice is an error, not "the last one wins"."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        _refuse_repeat(self, namespace)
+        setattr(namespace, self.dest, values)
+
+
+class _OnceFlag(argparse.BooleanOptionalAction):
+    """``--flag`` / ``--no-flag``; giving either twice, or both, is an error."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        _refuse_repeat(self, namespace)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _refuse_repeat(action: argparse.Action, namespace: argparse.Namespace) -> None:
+    """ArgumentError if ``action``'s value was set on this line already."""
+    if getattr(namespace, action.dest) is not action.default:
+        raise argparse.ArgumentError(action, "given more than once")
+
+
+class _HelpFormatter(MagicHelpFormatter):
+    """IPython's magic help, showing ``--scheme {a,b}`` as on the usage line (no ``<>``)."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        return argparse.RawDescriptionHelpFormatter._format_action_invocation(self, action)
+
+
+def _split(line: str) -> list[str]:
+    """A magic's line as words, quoted as in a POSIX shell, backslashes kept as they are.
+
+    IPython's own splitter keeps the quotes, so ``--save "my run.json"`` could not name
+    a file with a space; backslashes stay literal for Windows paths.
+    """
+    lexer = shlex.shlex(line, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    lexer.escape = ""
+    try:
+        return list(lexer)
+    except ValueError as error:  # "No closing quotation"
+        raise UsageError(f"unterminated quote in {line.strip()!r}: close it") from error
+
+
+def _parse(magic: Callable[..., object], line: str) -> argparse.Namespace:
+    """Parse ``line`` with ``magic``'s parser: whole option names only, each option once."""
+    parser = magic.parser
+    parser.allow_abbrev = False  # "--tri 3" must not quietly mean --trial
+    return parser.parse_args(_split(line))
 
 
 @magics_class
@@ -45,48 +112,68 @@ class DetMagics(Magics, Configurable):
         False, config=True,
         help="Re-seed before every cell from (trial seed, cell text): order-independent draws.",
     )
-    quiet = Bool(False, config=True, help="Apply without printing the summary.")
+    portable = Bool(
+        True, config=True,
+        help="Pin the CPU kernels of libraries not loaded yet to the x86-64-v3 baseline "
+        "(AVX2 + FMA), so floats agree across CPU generations. False keeps each library's "
+        "choice for this CPU (can be faster).",
+    )
+    quiet = Bool(
+        False, config=True,
+        help="Apply without printing the summary (an assigned seed is still shown).",
+    )
 
     def __init__(self, shell=None, session: Session | None = None, **kwargs) -> None:
         super().__init__(shell=shell, **kwargs)
         self.session = session or get_session()
 
     @magic_arguments()
+    @kwds(formatter_class=_HelpFormatter)
     @argument(
-        "seed", nargs="*",
+        "seed", nargs="?",
         help="Experiment seed, an integer in [0, 2**31-1]. Omitted: det_nb assigns one from "
         "the clock and shows it.",
     )
-    @argument("--trial", "-t", help="Trial number in [0, 2**31-1] (scheme determined: from 1).")
+    @argument("--trial", "-t", action=_Once,
+              help="Trial number in [0, 2**31-1] (scheme determined: from 1).")
     @argument(
-        "--scheme", choices=SCHEMES, type=str.lower,
+        "--scheme", choices=SCHEMES, type=str.lower, action=_Once,
         help="How the trial seed is derived: seedsequence (default; NumPy SeedSequence of "
         "experiment seed and trial) or determined (the seed Determined's master gives the "
         "trial-th trial it creates).",
     )
     @argument(
-        "--threads", metavar="N",
+        "--threads", metavar="N", action=_Once,
         help="Pin TensorFlow to N intra- and inter-op threads (default: 1, single-thread).",
     )
     @argument(
-        "--single-thread", action=argparse.BooleanOptionalAction, default=None,
+        "--single-thread", action=_OnceFlag, default=None,
         help="Pin TensorFlow to one thread (default), or --no-single-thread to leave it alone.",
     )
     @argument(
-        "--deterministic-ops", action=argparse.BooleanOptionalAction, default=None,
+        "--deterministic-ops", action=_OnceFlag, default=None,
         help="Enable TensorFlow op determinism and torch deterministic algorithms "
         "(default off).",
     )
     @argument(
-        "--per-cell", action=argparse.BooleanOptionalAction, default=None,
+        "--per-cell", action=_OnceFlag, default=None,
         help="Re-seed every source before each cell from (trial seed, the cell's source text), "
         "so re-running a cell in any order repeats its draws (default off).",
     )
-    @argument("--save", metavar="PATH",
-              help="Write a JSON run record: lineage, settings, status and environment.")
-    @argument("--load", metavar="PATH",
+    @argument(
+        "--portable", action=_OnceFlag, default=None,
+        help="Pin CPU kernels (OpenBLAS, NumPy SIMD, oneDNN, MKL, ATen, XLA) to the "
+        "x86-64-v3 baseline so floats agree across CPUs (default), or --no-portable for "
+        "each library's own choice. Acts on libraries not imported yet.",
+    )
+    @argument("--save", metavar="PATH", action=_Once,
+              help="Write a JSON run record: lineage, settings, status and environment. "
+              "Quote a path with spaces.")
+    @argument("--load", metavar="PATH", action=_Once,
               help="Replay a run record's lineage and settings, and list what differs here.")
-    @argument("--quiet", "-q", action="store_true", default=None, help="Print nothing.")
+    @argument("--quiet", "-q", action=_OnceFlag, default=None,
+              help="Print nothing but an assigned seed (without it the run cannot be "
+              "repeated).")
     @line_magic
     def det_seed(self, line: str) -> None:
         """Seed every PRNG in the kernel from an experiment seed and trial, and report.
@@ -94,45 +181,48 @@ class DetMagics(Magics, Configurable):
         Python random, NumPy, TensorFlow, Keras, PyTorch and JAX where installed, also
         those imported later. TensorFlow runs single-threaded unless told otherwise.
         """
-        args = parse_argstring(self.det_seed, line)
-        if len(args.seed) > 1:
-            raise UsageError(
-                f"give one experiment seed, got {len(args.seed)}: {' '.join(args.seed)}"
-            )
-        if args.threads is not None and args.single_thread is False:
-            raise UsageError("--threads N pins TensorFlow's threads and --no-single-thread "
-                             "leaves them alone: give one of them")
-        settings_given = (args.seed, args.trial, args.scheme, args.threads, args.single_thread,
-                          args.deterministic_ops, args.per_cell)
-        if args.load and any(value not in (None, []) for value in settings_given):
-            raise UsageError("--load replays the recorded seed and settings: give no seed, "
-                             "trial or setting with it")
+        args = _parse(self.det_seed, line)
+        _check_combination(args)
         from det_nb import run_record
 
         differences: list[str] = []
         try:
-            if args.save:
-                run_record.writable_target(args.save)  # before anything changes
-            if args.load:
-                differences = run_record.replay(self.session, run_record.load(args.load))
-            else:
-                self.session.seed(
-                    args.seed[0] if args.seed else None,
-                    args.trial,
-                    scheme=args.scheme or self.scheme,
-                    threads=self._threads(args),
-                    deterministic_ops=_given(args.deterministic_ops, self.deterministic_ops),
-                    per_cell=_given(args.per_cell, self.per_cell),
-                )
-            if args.save:
-                run_record.save(self.session, args.save)
+            record = None if args.load is None else run_record.load(args.load)
+            apply = partial(self._seed_or_replay, args, record, differences)
+            if args.save is None:
+                apply()
+            else:  # the record is written and the seed in force, or neither
+                run_record.seed_and_save(self.session, args.save, apply)
         except ValueError as error:
             raise UsageError(str(error)) from None
         if _given(args.quiet, self.quiet):
+            lineage = self.session.lineage
+            if lineage is not None and lineage.experiment_seed_origin == "assigned":
+                print(f"experiment seed {lineage.experiment_seed} assigned from the clock; "
+                      f"repeat with: {lineage.command()}")
             return
-        if args.load:
+        if args.load is not None:
             print(_differences_text(differences))
         self._show_dashboard()
+
+    def _seed_or_replay(self, args: argparse.Namespace, record: Record | None,
+                        differences: list[str]) -> Lineage:
+        """Apply ``%det_seed``'s line: replay ``record`` (its differences into
+        ``differences``), or seed from the arguments and the configured defaults."""
+        from det_nb import run_record
+
+        if record is not None:
+            differences.extend(run_record.replay(self.session, record))
+            return self.session.lineage
+        return self.session.seed(
+            args.seed,
+            args.trial,
+            scheme=args.scheme or self.scheme,
+            threads=self._threads(args),
+            deterministic_ops=_given(args.deterministic_ops, self.deterministic_ops),
+            per_cell=_given(args.per_cell, self.per_cell),
+            portable=_given(args.portable, self.portable),
+        )
 
     def _show_dashboard(self) -> None:
         from det_nb.dashboard import dashboard_for
@@ -140,7 +230,7 @@ class DetMagics(Magics, Configurable):
         display(dashboard_for(self.session))
 
     @magic_arguments()
-    @argument("--runs", "-n", type=int, default=2, metavar="N",
+    @argument("--runs", "-n", default=2, metavar="N", action=_Once,
               help="How many times to run the cell (at least 2, default 2).")
     @cell_magic
     def det_check(self, line: str, cell: str) -> None:
@@ -153,9 +243,9 @@ class DetMagics(Magics, Configurable):
         """
         from det_nb.check import run_check, validate_runs
 
-        args = parse_argstring(self.det_check, line)
+        args = _parse(self.det_check, line)
         try:
-            runs = validate_runs(args.runs)
+            runs = validate_runs(validate_integer(args.runs, "--runs", 2))
             report = run_check(self.shell, cell, runs=runs, reseed=self.session.reseed)
         except ValueError as error:
             raise UsageError(str(error)) from None
@@ -172,9 +262,10 @@ class DetMagics(Magics, Configurable):
 
             refresh_dashboard(self.session)
 
-    def _threads(self, args: argparse.Namespace) -> object:
+    def _threads(self, args: argparse.Namespace) -> int | None:
+        """TF threads to pin: --threads, else --single-thread, else the configured default."""
         if args.threads is not None:
-            return args.threads
+            return validate_threads(args.threads, "--no-single-thread")
         if args.single_thread is None and self.threads is not None:
             return self.threads
         return 1 if _given(args.single_thread, self.single_thread) else None
@@ -200,7 +291,7 @@ class DetMagics(Magics, Configurable):
         """
         from det_nb import state
 
-        args = parse_argstring(self.det_state, line)
+        args = _parse(self.det_state, line)
         try:
             if args.action == "save":
                 print(f"saved PRNG state to {state.save(self.session, args.path).name}")
@@ -208,6 +299,22 @@ class DetMagics(Magics, Configurable):
                 print("\n".join(state.restore(self.session, args.path)))
         except ValueError as error:
             raise UsageError(str(error)) from None
+
+
+def _check_combination(args: argparse.Namespace) -> None:
+    """UsageError for a ``%det_seed`` line whose options contradict or are empty."""
+    for option in ("save", "load"):
+        path = getattr(args, option)
+        if path is not None and not path.strip():
+            raise UsageError(f"--{option} needs a file path, got {path!r}")
+    if args.threads is not None and args.single_thread is False:
+        raise UsageError("--threads N pins TensorFlow's threads and --no-single-thread "
+                         "leaves them alone: give one of them")
+    settings_given = (args.seed, args.trial, args.scheme, args.threads, args.single_thread,
+                      args.deterministic_ops, args.per_cell, args.portable)
+    if args.load is not None and any(value is not None for value in settings_given):
+        raise UsageError("--load replays the recorded seed and settings: give no seed, "
+                         "trial or setting with it")
 
 
 def _differences_text(differences: list[str]) -> str:

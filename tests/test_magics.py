@@ -146,20 +146,44 @@ def test_keras_layers_built_before_seeding_are_reported(shell) -> None:
         ("abc", r"experiment seed must be an integer in \[0, 2147483647\], got 'abc'"),
         ("4.5", r"experiment seed must be an integer in \[0, 2147483647\], got '4.5'"),
         ("1e3", r"experiment seed must be an integer in \[0, 2147483647\], got '1e3'"),
-        ("-1", r"experiment seed must be an integer in \[0, 2147483647\], got -1"),
-        ("2147483648", r"must be an integer in \[0, 2147483647\], got 2147483648"),
-        ("42 43", "give one experiment seed, got 2: 42 43"),
+        ("-1", r"experiment seed must be an integer in \[0, 2147483647\], got '-1'"),
+        ("2147483648", r"must be an integer in \[0, 2147483647\], got '2147483648'"),
+        ("+-5", r"experiment seed must be an integer in \[0, 2147483647\], got '\+-5'"),
+        ("9" * 5000, r"experiment seed must be .*, got '9999.*\.\.\. \(5002 characters\)$"),
+        ("٤٢", r"experiment seed must be an integer in \[0, 2147483647\], got '٤٢'"),
+        ("4_2", r"experiment seed must be an integer in \[0, 2147483647\], got '4_2'"),
+        ("42 43", "unrecognized arguments: 43"),
         ("42 --trial x", r"trial must be an integer in \[0, 2147483647\], got 'x'"),
         ("42 --trial 2147483648", r"trial must be an integer in \[0, 2147483647\]"),
         ("42 --scheme mt", "invalid choice: 'mt'"),
         ("42 --trial 0 --scheme determined", r"counts created trials from 1"),
         ("42 --frobnicate", "unrecognized arguments: --frobnicate"),
-        ("42 --threads 0", r"threads must be an integer in \[1, 1024\]"),
+        ("42 --threads 0", r"threads must be an integer in \[1, 1024\] \(or --no-single-thread "
+                           r"to leave TensorFlow's thread pools alone\), got '0'$"),
         ("42 --threads two", r"threads must be an integer in \[1, 1024\]"),
         ("42 --threads 99999999999", r"threads must be an integer in \[1, 1024\]"),
         ("42 --threads ²", r"threads must be an integer in \[1, 1024\]"),
         ("42 --trial ²", r"trial must be an integer in \[0, 2147483647\]"),
         ("42 --threads 2 --no-single-thread", "give one of them"),
+        # Whole option names only, each once.
+        ("--tri 3", "unrecognized arguments: --tri"),
+        ("42 --thread 4", "unrecognized arguments: --thread 4"),
+        ("42 --deterministic 4", "unrecognized arguments: --deterministic"),
+        ("42 --trial 3 --trial 4", r"argument --trial/-t: given more than once"),
+        ("42 --trial 3 -t 3", r"argument --trial/-t: given more than once"),
+        ("42 --threads 2 --threads 2", r"argument --threads: given more than once"),
+        ("42 --per-cell --no-per-cell", r"argument --per-cell/--no-per-cell: given more than"),
+        ("42 --portable --no-portable", r"argument --portable/--no-portable: given more than"),
+        # Quotes: shell-like, and an unterminated one is a usage error.
+        ('42 --save "my run.json', r"unterminated quote in '42 --save \"my run.json'"),
+        ("42 --save 'x", "unterminated quote"),
+        # An empty path is a mistake, not "no path".
+        ("42 --save=", r"--save needs a file path, got ''$"),
+        ('42 --save ""', r"--save needs a file path, got ''$"),
+        ("--load=", r"--load needs a file path, got ''$"),
+        ("--load ' '", r"--load needs a file path, got ' '$"),
+        ("--load x.json --portable", "--load replays the recorded seed and settings"),
+        ("--load x.json --no-portable", "--load replays the recorded seed and settings"),
     ],
 )
 def test_bad_input_is_a_one_line_usage_error_and_changes_nothing(shell, line, message) -> None:
@@ -184,17 +208,110 @@ def test_usage_error_shows_as_one_line_in_a_cell(shell, capsys) -> None:
 def test_python_api_raises_value_error(shell) -> None:
     before = prng_states()
     for kwargs in ({"seed": -1}, {"seed": 1, "trial": 2.5}, {"seed": 1, "threads": 0},
-                   {"seed": 1, "scheme": "nope"}):
-        with pytest.raises(ValueError):
+                   {"seed": 1, "scheme": "nope"}, {"seed": np.array([5])},
+                   {"seed": 1, "trial": np.array([1, 2])}, {"seed": 1, "portable": "yes"}):
+        with pytest.raises(ValueError) as error:
             det_nb.seed(**kwargs)
+        assert "\n" not in str(error.value)
     assert prng_states() == before
+    with pytest.raises(ValueError, match=r"\(or None to leave TensorFlow's thread pools alone\)"):
+        det_nb.seed(1, threads=0)  # the API's word for "leave alone" is None
+
+
+def test_python_api_takes_numpy_integers_alike(shell) -> None:
+    try:
+        lineage = det_nb.seed(np.int64(5), np.int32(2), threads=np.int64(4))
+        assert (lineage.experiment_seed, lineage.trial) == (5, 2)
+        assert det_nb.get_session().settings.threads == 4
+        assert type(det_nb.get_session().settings.threads) is int
+    finally:
+        shell.run_line_magic("det_seed", "42 --quiet")
+
+
+def test_quoted_paths_with_spaces_name_one_file(shell, tmp_path) -> None:
+    shell.run_line_magic("det_seed", f'42 --trial 3 --save "{tmp_path}/my run.json" --quiet')
+    shell.run_line_magic("det_seed", f"42 --save='{tmp_path}/other run.json' --quiet")
+    shell.run_line_magic("det_state", f'save "{tmp_path}/my state.npz"')
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "my run.json", "my state.npz", "other run.json"]
+    shell.run_line_magic("det_seed", "7 --quiet")
+    shell.run_line_magic("det_seed", f'--load "{tmp_path}/my run.json" --quiet')
+    assert det_nb.lineage().trial_seed == TRIAL_SEED
+    shell.run_line_magic("det_seed", "42 --quiet")  # the lineage the state was saved under
+    shell.run_line_magic("det_state", f"restore '{tmp_path}/my state.npz'")
+
+
+def test_unterminated_quote_is_one_line_in_a_cell(shell, capsys) -> None:
+    shell.run_cell('%det_seed 42 --save "my run.json')
+    out = capsys.readouterr()
+    text = (out.out + out.err).strip()
+    assert text.startswith("UsageError: unterminated quote") and "Traceback" not in text
+    assert len(text.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('save "x.npz', "unterminated quote"),
+    ("save a.npz b.npz", "unrecognized arguments: b.npz"),
+    ("sav x.npz", "invalid choice: 'sav'"),
+])
+def test_det_state_line_errors_are_usage_errors(shell, line, message) -> None:
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("det_state", line)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("--runs ٣", r"--runs must be an integer >= 2, got '٣'"),
+    ("--runs 1_0", r"--runs must be an integer >= 2, got '1_0'"),
+    ("--runs 1", r"--runs must be an integer >= 2, got '1'"),
+    ("--runs 2 --runs 3", "argument --runs/-n: given more than once"),
+    ("--run 3", "unrecognized arguments: --run 3"),
+    ('--runs "3', "unterminated quote"),
+])
+def test_det_check_line_uses_the_shared_checks(shell, line, message) -> None:
+    with pytest.raises(UsageError, match=message):
+        shell.run_cell_magic("det_check", line, "x = 1")
+
+
+def test_quiet_still_shows_an_assigned_seed_in_one_line(shell, capsys) -> None:
+    shell.run_line_magic("det_seed", "--trial 1 --quiet")
+    lineage = det_nb.lineage()
+    assert lineage.experiment_seed_origin == "assigned"
+    out = capsys.readouterr().out
+    assert out == (f"experiment seed {lineage.experiment_seed} assigned from the clock; "
+                   f"repeat with: %det_seed {lineage.experiment_seed} --trial 1\n")
+    shell.run_line_magic("det_seed", "42 --quiet")
+    assert capsys.readouterr().out == ""  # a given seed needs no reminder
+
+
+def test_portable_flag_and_trait(shell) -> None:
+    session = det_nb.get_session()
+    try:
+        shell.run_line_magic("det_seed", "42 --no-portable --quiet")
+        assert session.settings.portable is False
+        shell.run_line_magic("det_seed", "42 --portable --quiet")
+        assert session.settings.portable is True
+        shell.run_line_magic("config", "DetMagics.portable = False")
+        shell.run_line_magic("det_seed", "42 --quiet")
+        assert session.settings.portable is False
+        shell.run_line_magic("det_seed", "42 --portable --quiet")
+        assert session.settings.portable is True
+    finally:
+        shell.run_line_magic("config", "DetMagics.portable = True")
+        shell.run_line_magic("det_seed", "42 --quiet")
+    assert session.settings.portable is True
 
 
 def test_help_is_generated_from_the_arguments(shell) -> None:
     doc = shell.find_line_magic("det_seed").__doc__
     for flag in ("--trial", "--scheme", "--threads", "--no-single-thread",
-                 "--deterministic-ops", "--no-deterministic-ops", "--quiet"):
+                 "--deterministic-ops", "--no-deterministic-ops", "--portable", "--no-portable",
+                 "--quiet"):
         assert flag in doc
+    usage = doc.split("\n\n")[1]
+    assert usage.rstrip().endswith("[seed]")  # one optional seed
+    assert "seed ..." not in doc
+    assert "  --scheme {seedsequence,determined}\n" in doc
+    assert "<" not in doc
 
 
 def test_config_changes_defaults(shell) -> None:
@@ -242,3 +359,22 @@ def test_load_twice_registers_once_and_reload_works(shell) -> None:
     shell.run_line_magic("load_ext", "det_nb")
     shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
     assert det_nb.lineage().trial_seed == TRIAL_SEED
+
+
+def test_save_that_fails_after_seeding_leaves_the_previous_seed(shell, tmp_path,
+                                                              monkeypatch) -> None:
+    from det_nb import run_record
+
+    def disk_full(session, path):
+        raise OSError(28, "No space left on device")
+
+    shell.run_line_magic("det_seed", "7 --trial 1 --quiet")
+    random.random()
+    np.random.rand()
+    before = prng_states()
+    monkeypatch.setattr(run_record, "save", disk_full)
+    with pytest.raises(UsageError, match="No space left on device") as error:
+        shell.run_line_magic("det_seed", f"6 --save {tmp_path}/run.json")
+    assert "\n" not in str(error.value)
+    assert prng_states() == before
+    assert list(tmp_path.iterdir()) == []
