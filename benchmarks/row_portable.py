@@ -37,7 +37,7 @@ def worker(portable: bool) -> None:
     import keras
     import numpy as np
     import tensorflow as tf
-    import torch  # before TensorFlow: the other order can abort where triton is installed
+    import torch
 
     rng = np.random.default_rng(0)
     sizes = json.loads(sys.stdin.readline())
