@@ -51,7 +51,6 @@ result = {
     "keras": digest(*model.get_weights()),
 }
 """
-# torch before TensorFlow: the other order aborts where triton is installed (issue 10).
 WITH_DET_NB = """
 import det_nb
 det_nb.seed(42)
