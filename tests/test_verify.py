@@ -1,0 +1,259 @@
+"""``python -m det_nb verify``, its pytest plugin and the notebook runner, on real kernels.
+
+Every notebook here is made in the test and runs in fresh kernels (seconds each), so the
+notebooks are small, only the threads test imports TensorFlow, and one module fixture's
+verification serves several assertions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from det_nb import verify
+from det_nb.lineage import Lineage
+from det_nb.notebook_runner import NameFingerprint, run_notebook
+
+pytest_plugins = ["pytester"]
+
+SEEDED = "%load_ext det_nb\n%det_seed 42 --quiet"
+GOOD = [
+    SEEDED,
+    "import numpy as np\nx = np.random.rand(3)",
+    "history = [float(x.sum())]",
+    "# NBVAL_RAISES_EXCEPTION\nraise ValueError('meant to fail')",
+    "y = x * 2\nhistory.append(float(y.sum()))\nprint(y.round(3))",
+]
+# Cell 3 draws from a generator no seed reaches: the runs part there, in g and w.
+DRIFT = [
+    SEEDED,
+    "import numpy as np\nx = np.random.rand(3)",
+    "g = np.random.default_rng()\nw = g.normal(size=3)",
+    "v = w + x",
+]
+
+
+def write_notebook(folder: Path, name: str, cells: list[str]) -> str:
+    """A Python notebook of code cells at ``folder/name``; returns its path."""
+    notebook = new_notebook(cells=[new_code_cell(source) for source in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "language": "python",
+                                       "display_name": "Python 3"}
+    path = folder / name
+    nbformat.write(notebook, path)
+    return str(path)
+
+
+def verify_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``python -m det_nb verify`` with ``argv``."""
+    status = verify.main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def verified(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One verification of a reproducible and a drifting notebook, with a JSON report."""
+    folder = tmp_path_factory.mktemp("verify")
+    good = write_notebook(folder, "good.ipynb", GOOD)
+    drift = write_notebook(folder, "drift.ipynb", DRIFT)
+    report = folder / "report.json"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = verify.main([good, drift, "--json", str(report)])
+    return {"status": status, "out": out.getvalue(), "good": good, "drift": drift,
+            "report": report}
+
+
+def test_reproducible_notebook_verifies_in_one_line(verified: dict) -> None:
+    lines = verified["out"].splitlines()
+    # x in cell 2, history in 3, y and history (changed in place) in 5
+    assert lines[0] == f"{verified['good']}: identical across 2 runs (5 cells, 4 names compared)"
+
+
+def test_unseeded_generator_is_reported_at_its_cell_with_its_names(verified: dict) -> None:
+    out = verified["out"]
+    assert verified["status"] == 1
+    report = out[out.index(verified["drift"]):]
+    lines = report.splitlines()
+    assert lines[0] == (f"{verified['drift']}: runs parted at cell 3: "
+                        "g = np.random.default_rng()")
+    assert lines[1] == "  run 1 vs run 2:"
+    assert lines[2] == "    g: Generator state differs, so its next draws differ"
+    assert lines[3].startswith("    w: ndarray float64 (3,): 3 of 3 elements differ; "
+                               "max abs difference")
+    assert lines[4] == "  later cells that differ as a consequence: 1 (cell 4)"
+    causes = "\n".join(lines[:4])
+    assert "x:" not in causes and "v:" not in causes  # x came before, v follows from w
+
+
+def test_json_report_holds_every_cell_and_name(verified: dict) -> None:
+    data = json.loads(verified["report"].read_text())
+    assert (data["format"], data["version"]) == ("det_nb-verify", 1)
+    good, drift = data["notebooks"]
+    assert (good["verdict"], drift["verdict"], drift["first_parting_cell"]) == (
+        "identical", "parted", 3)
+    run = drift["runs"][0]
+    assert run["record"]["lineage"]["experiment_seed"] == 42
+    assert [cell["index"] for cell in run["cells"]] == [1, 2, 3, 4]
+    assert run["cells"][2]["names"]["w"]["description"] == "ndarray float64 (3,)"
+    assert run["cells"][2]["names"]["w"]["digest"] != drift["runs"][1]["cells"][2]["names"][
+        "w"]["digest"]
+
+
+def test_against_a_stored_report(verified: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = verify_main([verified["good"], "--against", str(verified["report"])], capsys)
+    assert (status, out.strip()) == (0, f"{verified['good']}: identical across the stored run "
+                                        "and 1 fresh run (5 cells, 4 names compared)")
+    status, out, _ = verify_main([verified["drift"], "--against", str(verified["report"])],
+                                 capsys)
+    assert status == 1
+    assert out.splitlines()[1:4] == [
+        "  stored run 1 vs fresh run 1:",
+        "    g: Generator (by its state): different values",
+        "    w: ndarray float64 (3,): different values",
+    ]
+
+
+def test_vary_hashseed_catches_set_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONHASHSEED", "0")  # the same in both runs unless varied
+    path = write_notebook(tmp_path, "sets.ipynb", [
+        "labels = ['cat', 'dog', 'emu', 'fox', 'gnu', 'yak']",
+        "order = list(set(labels))",
+        "first = order[0]",
+    ])
+    assert verify_main([path], capsys)[0] == 0
+    status, out, _ = verify_main([path, "--vary", "hashseed"], capsys)
+    assert status == 1
+    assert out.startswith(f"{path}: runs parted at cell 2: order = list(set(labels))\n"
+                          "  run 1 vs run 2:\n    order[0]: str differs at position 0")
+    assert "PYTHONHASHSEED: '1' in run 1, '2' in run 2 (set by --vary)" in out
+
+
+def test_vary_threads_catches_tensorflow_without_single_thread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reduction = ["import tensorflow as tf",
+                 "total = tf.reduce_sum(tf.random.stateless_normal([4_000_000], seed=[1, 2]))"]
+    free = write_notebook(tmp_path, "free.ipynb",
+                          ["%load_ext det_nb\n%det_seed 1 --no-single-thread --quiet",
+                           *reduction])
+    pinned = write_notebook(tmp_path, "pinned.ipynb",
+                            ["%load_ext det_nb\n%det_seed 1 --quiet", *reduction])
+    status, out, _ = verify_main([free, pinned, "--vary", "threads"], capsys)
+    assert status == 1
+    assert f"{free}: runs parted at cell 3: total = tf.reduce_sum(" in out
+    assert "    total: tf.Tensor float32 (): 1 of 1 elements differ" in out
+    assert "TF_NUM_INTRAOP_THREADS: '1' in run 1, '8' in run 2 (set by --vary)" in out
+    assert f"{pinned}: identical across 2 runs (3 cells, 1 names compared)" in out
+
+
+def test_vary_cpu_catches_unpinned_blas_kernels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_notebook(tmp_path, "blas.ipynb", [
+        "%load_ext det_nb\n%det_seed 1 --no-portable --quiet",
+        "import numpy as np\nrng = np.random.default_rng(0)\n"
+        "x = rng.standard_normal((1024, 8), dtype=np.float32)\n"
+        "w = rng.standard_normal((8, 1), dtype=np.float32)",
+        "y = x @ w",
+    ])
+    status, out, _ = verify_main([path, "--vary", "cpu"], capsys)
+    assert status == 1
+    assert out.startswith(f"{path}: runs parted at cell 3: y = x @ w\n  run 1 vs run 2:\n"
+                          "    y: ndarray float32 (1024, 1): ")
+    assert "OPENBLAS_CORETYPE: unset in run 1, 'Prescott' in run 2 (set by --vary)" in out
+
+
+def test_failing_cell_is_exit_2_with_its_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_notebook(tmp_path, "fails.ipynb", ["a = 1", "b = a / 0", "c = 3"])
+    status, out, err = verify_main([path], capsys)
+    assert (status, out, err) == (
+        2, f"{path}: could not run: run 1: cell 2: ZeroDivisionError: division by zero\n", "")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ([], "the following arguments are required: NOTEBOOK"),
+    (["missing.ipynb"], "notebook 'missing.ipynb' does not exist"),
+    (["{nb}", "--runs", "1"], "--runs must be at least 2 to compare runs, got 1"),
+    (["{nb}", "--runs", "two"], "argument --runs/-n: must be an integer, got 'two'"),
+    (["{nb}", "--vary", "moon"], "argument --vary: invalid choice: 'moon'"),
+    (["{nb}", "--vary", "cpu", "--vary", "cpu"], "give each --vary condition once"),
+    (["{nb}", "--timeout", "0"], "argument --timeout: must be more than 0, got 0"),
+    (["{text}"], "is not a Jupyter notebook"),
+    (["{nb}", "--against", "{text}"], "is not valid JSON"),
+    (["{nb}", "--against", "{other}"], "is not a det_nb verify report"),
+    (["{nb}", "--json", "{tmp}/no/such/folder/r.json"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nb = write_notebook(tmp_path, "nb.ipynb", ["a = 1"])
+    (tmp_path / "text.txt").write_text("not json\n")
+    (tmp_path / "other.json").write_text('{"version": 1}\n')
+    names = {"nb": nb, "text": str(tmp_path / "text.txt"),
+             "other": str(tmp_path / "other.json"), "tmp": str(tmp_path)}
+    status, out, err = verify_main([arg.format(**names) for arg in argv], capsys)
+    assert (status, out) == (2, "")
+    assert err.startswith("python -m det_nb verify: error: ") and err.count("\n") == 1
+    assert message in err
+
+
+def test_pytest_plugin_passes_and_fails_the_same_notebooks(
+    verified: dict, pytester: pytest.Pytester
+) -> None:
+    result = pytester.runpytest("-p", "det_nb.pytest_plugin", "--det-verify",
+                                verified["good"], verified["drift"])
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*drift.ipynb: runs parted at cell 3: g = np.random.default_rng()",
+        "    g: Generator state differs, so its next draws differ",
+        "FAILED *drift.ipynb::det_verify*",
+    ])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_runner_seeds_and_collects(tmp_path: Path) -> None:
+    path = write_notebook(tmp_path, "trial.ipynb", [
+        "import random\ndraw = random.random()",
+        "import numpy as np\nweights = np.arange(6.0).reshape(2, 3)",
+    ])
+    run = run_notebook(path, seed=7, trial=2, collect=["draw", "weights", "undefined"])
+    trial_seed = Lineage(7, 2).trial_seed
+    assert run.error is None
+    assert run.record["lineage"]["trial_seed"] == trial_seed
+    assert run.collected["draw"] == random.Random(trial_seed).random()
+    weights = run.collected["weights"]
+    assert isinstance(weights, NameFingerprint)
+    assert weights.description == "ndarray float64 (2, 3)"
+    assert "undefined" not in run.collected
+    assert [cell.first_line for cell in run.cells] == ["import random", "import numpy as np"]
+
+
+def test_runner_leaves_numpy_import_to_the_notebook(tmp_path: Path) -> None:
+    """det_nb's CPU-kernel pins act only on a NumPy loaded after them: the probe waits."""
+    path = write_notebook(tmp_path, "plain.ipynb", [
+        "import sys\nnumpy_before = 'numpy' in sys.modules\nsizes = [1, 2]",
+        "sizes.append(3)",
+    ])
+    run = run_notebook(path, collect=["numpy_before"])
+    assert (run.error, run.record, run.collected) == (None, None, {"numpy_before": False})
+    assert run.cells[1].names["sizes"].description == "list (len 3)"  # changed in place
+
+
+def test_runner_replaces_the_notebooks_own_seed(tmp_path: Path) -> None:
+    path = write_notebook(tmp_path, "seeded.ipynb", [
+        "%load_ext det_nb\n%det_seed 42 --trial 1 --per-cell --quiet", "n = 1"])
+    run = run_notebook(path, seed=3, trial=5)
+    assert (run.record["lineage"]["experiment_seed"], run.record["lineage"]["trial"],
+            run.record["settings"]["per_cell"]) == (3, 5, True)
