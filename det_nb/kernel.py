@@ -141,6 +141,8 @@ def kernels_folder(*, user: bool = False, prefix: str | None = None) -> str:
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_core.paths import SYSTEM_JUPYTER_PATH
 
+    if user and prefix is not None:
+        raise ValueError("install for the user or under a prefix, not both")
     if user:
         return KernelSpecManager().user_kernel_dir
     if prefix is not None:

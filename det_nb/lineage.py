@@ -143,7 +143,10 @@ class Lineage:
     trial_seed: int = field(init=False)
 
     def __post_init__(self) -> None:
-        validate_seed(self.experiment_seed, "experiment seed")
+        # Stored as plain ints (np.int64 or "42" in, 42 kept): records and lines print them.
+        object.__setattr__(
+            self, "experiment_seed", validate_seed(self.experiment_seed, "experiment seed")
+        )
         validate_scheme(self.scheme)
         if self.experiment_seed_origin not in ORIGINS:
             raise ValueError(
@@ -151,7 +154,7 @@ class Lineage:
                 f"got {self.experiment_seed_origin!r}"
             )
         if self.trial is not None:
-            validate_seed(self.trial, "trial")
+            object.__setattr__(self, "trial", validate_seed(self.trial, "trial"))
             if self.scheme == "determined" and not 1 <= self.trial <= MAX_DETERMINED_TRIAL:
                 raise ValueError(
                     "with scheme determined, trial counts created trials from 1 and must be "

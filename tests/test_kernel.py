@@ -306,3 +306,12 @@ def test_prefix_hint_names_the_folder_jupyter_must_search(
     assert (data / "kernels" / NAME / "kernel.json").is_file()
     hint = elsewhere.stdout.splitlines()[-1]
     assert hint == f"Jupyter finds it when JUPYTER_PATH includes {data}"
+
+
+def test_install_api_refuses_an_empty_prefix_or_two_places(jupyter_dirs: Path) -> None:
+    from det_nb import kernel
+
+    for where in ({"prefix": ""}, {"prefix": "  "}, {"user": True, "prefix": str(jupyter_dirs)}):
+        with pytest.raises(ValueError):
+            kernel.install(kernel.KernelOptions(NAME), **where)
+    assert not (jupyter_dirs / "share").exists()

@@ -168,3 +168,12 @@ def test_threads_share_the_integer_check() -> None:
         validate_threads(0, "--no-single-thread")
     with pytest.raises(ValueError, match=r"threads must be an integer in \[1, 1024\]"):
         validate_threads("٤")
+
+
+def test_lineage_keeps_plain_ints_whatever_integer_type_it_was_given() -> None:
+    lineage = Lineage(np.int64(42), np.uint32(3))
+    assert (type(lineage.experiment_seed), type(lineage.trial)) == (int, int)
+    assert lineage == Lineage(42, 3)
+    assert lineage.command() == "%det_seed 42 --trial 3"
+    with pytest.raises(ValueError, match=r"trial must be an integer in \[0, 2147483647\], got "):
+        Lineage(42, np.array([3]))
