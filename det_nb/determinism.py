@@ -166,10 +166,30 @@ def tf_op_determinism_check() -> Check:
 
 
 def set_torch_determinism(torch: ModuleType, enabled: bool) -> None:
-    """``torch.use_deterministic_algorithms``; sets cuBLAS's workspace while CUDA is unused."""
+    """Do what ``torch.use_deterministic_algorithms(enabled)`` does, without importing triton.
+
+    That function imports ``torch._inductor.config`` (and with it triton) to set inductor's
+    ``deterministic``; triton and TensorFlow each bundle LLVM, and loading the second one
+    aborts the process ("LLVM ERROR: inconsistency in registered CommandLine options").
+    So nothing is set when the flag is already as wanted; the flag itself is set through
+    ``torch._C``; inductor's setting is set where inductor is loaded, and otherwise left
+    to ``TORCHINDUCTOR_DETERMINISTIC``, which inductor reads when it loads. cuBLAS's
+    workspace is set while CUDA is unused.
+    """
     if enabled and not torch.cuda.is_initialized():
         os.environ.setdefault(CUBLAS_ENV, CUBLAS_DETERMINISTIC)
-    torch.use_deterministic_algorithms(enabled)
+    in_force = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled())
+    if in_force == (enabled, False):
+        return
+    torch._C._set_deterministic_algorithms(enabled, warn_only=False)
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = enabled
+    elif enabled:
+        os.environ[INDUCTOR_ENV] = "1"
+    else:
+        os.environ.pop(INDUCTOR_ENV, None)
 
 
 def torch_determinism_check(torch: ModuleType) -> Check:
@@ -232,3 +252,6 @@ def visible_gpus() -> list[str]:
     if torch is not None and torch.cuda.is_available():
         gpus += [f"torch cuda:{i}" for i in range(torch.cuda.device_count())]
     return gpus
+
+
+INDUCTOR_ENV = "TORCHINDUCTOR_DETERMINISTIC"  # torch._inductor.config reads it at import

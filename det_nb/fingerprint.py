@@ -365,6 +365,9 @@ class _Walk:
             raise _Unsupported("", f"nested more than {_MAX_DEPTH} levels deep")
         _feed_bytes(hasher, f"{view.category}:{view.kind}".encode())
         if view.category == "array":
+            # The summary carries the framework's dtype: a bfloat16 tensor is hashed
+            # through float32 values, and must not equal the float32 tensor of them.
+            _feed_bytes(hasher, view.summary.encode())
             self._feed_array(hasher, view.payload, depth)
             return
         if view.category == "scalar":
@@ -650,6 +653,8 @@ def _array_diff(
         return f"{path}: dtype {a.dtype.name} vs {b.dtype.name}"
     if a.shape != b.shape:
         return f"{path}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+    if va.summary != vb.summary:  # e.g. bfloat16 and float32 tensors of the same values
+        return f"{path}: {va.summary} vs {vb.summary}"
     what = f"{path}: {va.summary}"
     if a.dtype.hasobject:
         for index in np.ndindex(a.shape):

@@ -42,3 +42,58 @@ print(json.dumps({"equal": drawn == torch.rand(3).tolist(),
                   "check": det_nb.status().check("torch").state}))
 """)
     assert result == {"equal": True, "check": "ok"}
+
+
+@pytest.mark.parametrize("deterministic_ops", [False, True])
+def test_torch_imported_after_tensorflow_does_not_crash(deterministic_ops: bool) -> None:
+    """TF then torch in a det_nb session: torch's own switch would import triton's LLVM
+    next to TF's, which aborts the process (exit 134); det_nb sets the flag without it."""
+    result = run_python(f"""
+import json, sys
+import det_nb
+det_nb.seed(42, deterministic_ops={deterministic_ops})
+import tensorflow
+import torch
+print(json.dumps({{"deterministic": torch.are_deterministic_algorithms_enabled(),
+                  "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+                  "triton": "triton" in sys.modules,
+                  "check": det_nb.status().check("torch deterministic algorithms").state}}))
+""")
+    assert result == {"deterministic": deterministic_ops, "warn_only": False, "triton": False,
+                      "check": "ok" if deterministic_ops else "off"}
+
+
+def test_inductor_is_deterministic_with_the_flag_even_when_it_loads_later() -> None:
+    """As with torch.use_deterministic_algorithms: inductor's setting follows the flag."""
+    result = run_python("""
+import json
+import det_nb
+det_nb.seed(1, deterministic_ops=True)
+import torch
+import torch._inductor.config as inductor
+states = [(torch.are_deterministic_algorithms_enabled(), inductor.deterministic)]
+det_nb.seed(1)
+states.append((torch.are_deterministic_algorithms_enabled(), inductor.deterministic))
+det_nb.seed(1, deterministic_ops=True)
+states.append((torch.are_deterministic_algorithms_enabled(), inductor.deterministic))
+print(json.dumps(states))
+""")
+    assert result == [[True, True], [False, False], [True, True]]
+
+
+def test_torch_tensors_fingerprint_by_dtype_shape_and_bits() -> None:
+    from det_nb.fingerprint import describe_difference, fingerprint
+
+    a = torch.tensor([[1.0, 2.0]], dtype=torch.bfloat16)
+    b = a.clone()
+    b[0, 1] = 2.5
+    assert fingerprint(a).summary == "torch.Tensor bfloat16 (1, 2)"
+    assert fingerprint(a) == fingerprint(a.clone()) != fingerprint(b)
+    assert fingerprint(a).digest != fingerprint(a.float()).digest  # same values, other dtype
+    assert describe_difference(a, a.float(), "t") == (
+        "t: torch.Tensor bfloat16 (1, 2) vs torch.Tensor float32 (1, 2)"
+    )
+    assert describe_difference(a, b, "t") == (
+        "t: torch.Tensor bfloat16 (1, 2): 1 of 2 elements differ; max abs difference 0.5; "
+        "first at t[0, 1]"
+    )
