@@ -14,8 +14,10 @@ from det_nb.lineage import SCHEMES, validate_seed
 # Commands whose module parses its own arguments: name -> (module, one-line help). The
 # module is imported only when its command runs, so ``kernel`` stays fast.
 DELEGATED = {
-    "verify": ("det_nb.verify", "run a notebook twice in fresh kernels and compare every cell"),
-    "trials": ("det_nb.trials", "run a notebook as several trials, on Dask workers"),
+    "verify": ("det_nb.verify", "prove notebooks reproducible: run them in fresh kernels and "
+               "compare cell by cell"),
+    "trials": ("det_nb.trials", "run one notebook as many seeded trials on Dask, collect and "
+               "verify them"),
 }
 
 
