@@ -18,9 +18,11 @@ STATES: tuple[State, ...] = ("ok", "warn", "off")
 STATE_COLOURS = {"ok": "#1a7f37", "warn": "#b35900", "off": "#6e7781"}
 NOT_REPRODUCIBLE_COLOUR = "#cf222e"
 # Warnings that leave every seeded draw repeatable on this machine: they concern other
-# processes (hash order) or another run (the cluster's), so the verdict stays
-# "reproducible" and names them; any other warning makes it "NOT reproducible".
+# processes (hash order), another run (the cluster's) or other CPUs (the "... kernels"
+# checks), so the verdict stays "reproducible on this machine" and names them.
 CAVEATS = frozenset({"hash randomisation", "determined cluster"})
+PORTABILITY_SUFFIX = " kernels"
+
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,12 @@ class Check:
         """``[ok  ] name: detail`` plus an indented fix line when there is one."""
         line = f"[{self.state:<4}] {self.name}: {self.detail}"
         return f"{line}\n       fix: {self.fix}" if self.fix else line
+
+
+def breaks_reproducibility(check: Check) -> bool:
+    """Whether a warning means the same cells can give other results on this machine."""
+    return (check.state == "warn" and check.name not in CAVEATS
+            and not check.name.endswith(PORTABILITY_SUFFIX))
 
 
 @dataclass(frozen=True)
@@ -69,14 +77,14 @@ class Report:
     def verdict(self) -> str:
         """One line: is this kernel reproducible, the counts, and the warning to fix first.
 
-        Warnings that break reproducibility come before :data:`CAVEATS`, in report order.
+        Warnings that break reproducibility come before the caveats, each in report order.
         """
         warnings = sorted((c for c in self.checks if c.state == "warn"),
-                          key=lambda c: c.name in CAVEATS)
+                          key=lambda c: not breaks_reproducibility(c))
         if self.lineage is None:
             return ("not seeded yet: run %det_seed SEED to make this kernel reproducible; "
                     f"{self.counts()}")
-        breaks = bool(warnings) and warnings[0].name not in CAVEATS
+        breaks = bool(warnings) and breaks_reproducibility(warnings[0])
         verdict = "NOT reproducible" if breaks else "reproducible on this machine"
         if not warnings:
             return f"{verdict}: {self.counts()}"
@@ -88,12 +96,11 @@ class Report:
         """Green when reproducible, amber with caveats, red when not, grey when unseeded."""
         if self.lineage is None:
             return STATE_COLOURS["off"]
-        warnings = [c.name for c in self.checks if c.state == "warn"]
-        if not warnings:
-            return STATE_COLOURS["ok"]
-        if all(name in CAVEATS for name in warnings):
+        if any(breaks_reproducibility(c) for c in self.checks):
+            return NOT_REPRODUCIBLE_COLOUR
+        if any(c.state == "warn" for c in self.checks):
             return STATE_COLOURS["warn"]
-        return NOT_REPRODUCIBLE_COLOUR
+        return STATE_COLOURS["ok"]
 
     def verdict_html(self) -> str:
         """The verdict as a bold, coloured paragraph."""

@@ -1,8 +1,8 @@
-"""A throw-away JupyterLab server for the browser test: local, token-protected, quiet.
+"""A throw-away Jupyter server for the browser test: local, token-protected, quiet.
 
-It serves a temporary root folder on 127.0.0.1 with its own settings (no news or update
-toasts), workspaces and runtime folders, so nothing from the user's Jupyter set-up leaks
-in, and it always shuts down with its kernels.
+JupyterLab or Jupyter Notebook 7 (``app``), serving a temporary root folder on 127.0.0.1
+with its own settings (no news or update toasts), workspaces and runtime folders, so
+nothing from the user's Jupyter set-up leaks in; it always shuts down with its kernels.
 """
 
 from __future__ import annotations
@@ -20,16 +20,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 # No toasts over the page: no news, no update checks, no other notifications.
 QUIET_NOTIFICATIONS = {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True}
 KERNEL_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+App = Literal["lab", "notebook"]
+NOTEBOOK_PATHS = {"lab": "lab/tree", "notebook": "notebooks"}  # where each app opens one
 
 
 @dataclass(frozen=True)
 class Lab:
-    """A running server: where it listens and its token."""
+    """A running server: which app, where it listens and its token."""
 
+    app: App
     port: int
     token: str
 
@@ -38,8 +42,8 @@ class Lab:
         return f"http://127.0.0.1:{self.port}"
 
     def url(self, notebook: str) -> str:
-        """The page that opens ``notebook`` (relative to the root folder) in JupyterLab."""
-        return f"{self.base}/lab/tree/{notebook}?token={self.token}"
+        """The page that opens ``notebook`` (relative to the root folder) in the app."""
+        return f"{self.base}/{NOTEBOOK_PATHS[self.app]}/{notebook}?token={self.token}"
 
     def api(self, method: str, path: str) -> object:
         """Call the REST API; the decoded JSON answer, or None when it has no body."""
@@ -49,6 +53,16 @@ class Lab:
         with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read()
         return json.loads(body) if body else None
+
+    def wait_for_connected_kernel(self, timeout: float = 60) -> None:
+        """Until a kernel is idle with a page connected to it (cells run before are lost)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            kernels = self.api("GET", "/api/kernels")
+            if any(k["connections"] and k["execution_state"] == "idle" for k in kernels):
+                return
+            time.sleep(0.25)
+        raise TimeoutError(f"no kernel connected and idle after {timeout} s: {kernels}")
 
 
 def free_port() -> int:
@@ -73,8 +87,8 @@ def write_notebook(path: Path, *cells: str) -> None:
 
 
 @contextmanager
-def jupyter_lab(work: Path, timeout: float = 60) -> Iterator[Lab]:
-    """Run JupyterLab with root folder ``work / "root"`` until the block ends.
+def jupyter_lab(work: Path, app: App = "lab", timeout: float = 60) -> Iterator[Lab]:
+    """Run JupyterLab (or Notebook 7) with root folder ``work / "root"`` until the block ends.
 
     The server runs this interpreter's ``jupyter`` (so kernels get this environment); its
     log goes to ``work / "server.log"`` and is shown if it fails to start.
@@ -86,18 +100,21 @@ def jupyter_lab(work: Path, timeout: float = 60) -> Iterator[Lab]:
     (notification / "notification.jupyterlab-settings").write_text(
         json.dumps(QUIET_NOTIFICATIONS)
     )
-    lab = Lab(free_port(), secrets.token_hex(16))
+    lab = Lab(app, free_port(), secrets.token_hex(16))
     log = (work / "server.log").open("w")
     server = subprocess.Popen(
         [
-            str(Path(sys.executable).with_name("jupyter")), "lab",
+            str(Path(sys.executable).with_name("jupyter")), app,
             "--allow-root", "--no-browser", "--ip=127.0.0.1", f"--port={lab.port}",
             f"--IdentityProvider.token={lab.token}", f"--ServerApp.root_dir={root}",
-            f"--LabApp.user_settings_dir={settings}",
-            f"--LabApp.workspaces_dir={work / 'workspaces'}",
         ],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, **KERNEL_ENV, "JUPYTER_RUNTIME_DIR": str(work / "runtime")},
+        env={
+            **os.environ, **KERNEL_ENV, "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+            # Both apps read these (jupyterlab_server); the command-line traits differ.
+            "JUPYTERLAB_SETTINGS_DIR": str(settings),
+            "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
+        },
     )
     try:
         _wait_until_up(lab, server, work / "server.log", timeout)
@@ -117,7 +134,7 @@ def _wait_until_up(lab: Lab, server: subprocess.Popen, log: Path, timeout: float
             return
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.25)
-    raise RuntimeError(f"JupyterLab did not start; its log:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"jupyter {lab.app} did not start; its log:\n{log.read_text()[-3000:]}")
 
 
 def _shut_down(lab: Lab, server: subprocess.Popen) -> None:
