@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from types import ModuleType
 
+from det_nb.lineage import validate_integer  # the one integer check, shared with seeds
 from det_nb.status import Check
 
 KERNEL_MARKER = "DET_NB_KERNEL"  # set in the env of kernels `python -m det_nb kernel` installs
@@ -52,8 +53,6 @@ def validate_threads(threads: object, leave_alone: str = "None") -> int | None:
     ``leave_alone`` is how the caller's user asks for None (``--no-single-thread`` in the
     magic), named in the message.
     """
-    from det_nb.lineage import validate_integer  # the one integer check, shared with seeds
-
     if threads is None:
         return None
     alternative = f" (or {leave_alone} to leave TensorFlow's thread pools alone)"
