@@ -432,14 +432,27 @@ class _Probe:
         self.shell = shell
         self.tracked: dict[str, _Tracked] = {}
         self.cell: dict[str, list[str]] = {}
+        self.failure: str | None = None
 
     def after_cell(self, result: Any) -> None:
-        """post_run_cell: fingerprint the names the cell assigned, deleted or changed."""
+        """post_run_cell: fingerprint the cell's names; a failure is kept for take_cell.
+
+        IPython would print an exception raised here into the cell's outputs, where it
+        would pass for the user's own error.
+        """
+        try:
+            self.failure = None
+            self.cell = self._changes(result.info.raw_cell or "")
+        except Exception as error:
+            self.failure = f"{type(error).__name__}: {error}"
+
+    def _changes(self, source: str) -> dict[str, list[str]]:
+        """{name: [digest, description, kind]} for each name the cell changed."""
         shell, tracked = self.shell, self.tracked
         hidden = shell.user_ns_hidden
         now = {n: v for n, v in shell.user_ns.items()
                if not _IGNORED.fullmatch(n) and not (n in hidden and hidden[n] is v)}
-        watched = _watched(shell, result.info.raw_cell or "")
+        watched = _watched(shell, source)
         changes: dict[str, list[str]] = {}
         for name in tracked.keys() - now.keys():
             del tracked[name]
@@ -456,7 +469,7 @@ class _Probe:
             tracked[name] = _Tracked(value, fields[0], plain)
             if not isinstance(value, (types.ModuleType, types.FunctionType, type)):
                 changes[name] = fields
-        self.cell = changes
+        return changes
 
 
 def _watched(shell: Any, source: str) -> frozenset[str] | None:
@@ -563,6 +576,8 @@ def seed_kernel(seed: int, trial: int | None) -> str:
 def take_cell() -> str:
     """Kernel side: the last cell's names as JSON {name: [digest, description, kind]}."""
     assert _PROBE is not None
+    if _PROBE.failure is not None:
+        raise RuntimeError(_PROBE.failure)
     return json.dumps(_PROBE.cell)
 
 
