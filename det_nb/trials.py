@@ -21,14 +21,17 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import html
 import json
 import logging
 import math
 import os
 import random
+import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,14 +39,17 @@ from typing import Any
 
 from det_nb.cpu_kernels import pin_environment
 from det_nb.determinism import THREAD_ENV
+from det_nb.files import read_limited, writable_target, write_atomically
 from det_nb.lineage import SCHEMES, Lineage, validate_scheme, validate_seed
-from det_nb.run_record import writable_target, write_atomically
+from det_nb.notebook_runner import load_notebook, validate_names
 
 FORMAT = "det_nb.trials"
 VERSION = 1
 # A spec such as 0-2147483647 would plan two billion trials: refuse before any work.
 MAX_TRIALS = 100_000
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# A trials file holds every trial's run record (a few kB each).
+MAX_FILE_BYTES = 200_000_000
 DEFAULT_TIMEOUT = 600.0
 # Library thread pools pinned to one thread, so trials on one machine do not fight over cores.
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", *THREAD_ENV)
@@ -86,13 +92,11 @@ def parse_trials(spec: str) -> list[int]:
 
 
 def _names(collect: str | Sequence[str]) -> tuple[str, ...]:
-    """Collected names from ``"loss,acc"`` or a sequence; ValueError for a non-identifier."""
-    names = collect.split(",") if isinstance(collect, str) else list(collect)
-    cleaned = tuple(dict.fromkeys(str(name).strip() for name in names if str(name).strip()))
-    for name in cleaned:
-        if not name.isidentifier():
-            raise ValueError(f"collect names must be Python variable names, got {name!r}")
-    return cleaned
+    """Collected names from ``"loss,acc"`` or a sequence, each once; ValueError for a bad one."""
+    names = collect.split(",") if isinstance(collect, str) else collect
+    return validate_names(tuple(dict.fromkeys(
+        name.strip() if isinstance(name, str) else name for name in names
+        if not isinstance(name, str) or name.strip())))
 
 
 # -- one trial, on a worker ---------------------------------------------------------------
@@ -307,8 +311,8 @@ class TrialsResult:
         pick = max if maximize else min
         return pick(scored, key=lambda item: (item[0], -item[1] if maximize else item[1]))[2]
 
-    def table(self, *, runtime: bool = True) -> str:
-        """One row per trial; ``runtime`` adds each trial's worker and seconds."""
+    def rows(self, *, runtime: bool = True) -> list[list[str]]:
+        """The table's header and one row per trial; ``runtime`` adds worker and seconds."""
         head = ["trial", "trial seed", *(["worker", "seconds"] if runtime else []),
                 *self.collect, "error"]
         rows = [head]
@@ -318,7 +322,12 @@ class TrialsResult:
                 row += [result.worker or "-", f"{result.seconds:.2f}"]
             row += [_cell_text(result.collected.get(name)) for name in self.collect]
             rows.append([*row, result.error or ""])
-        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        return rows
+
+    def table(self, *, runtime: bool = True) -> str:
+        """:meth:`rows` as fixed-width text."""
+        rows = self.rows(runtime=runtime)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                  for row in rows]
         return "\n".join(lines)
@@ -345,8 +354,8 @@ class TrialsResult:
                 check.differences)
             lines.append(f"verify trial {check.trial} ({where}): {verdict}")
         example = self.trials[0].trial if self.trials else 0
-        lines.append(f"re-create trial k in a notebook: {self.recreate(example)} "
-                     f"(trial {example}; the same with --trial k)")
+        generic = self.recreate(example).replace(f"--trial {example}", "--trial k")
+        lines.append(f"re-create trial k in a notebook: {generic}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -363,7 +372,7 @@ class TrialsResult:
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_json` to ``path`` atomically; return the path."""
         text = json.dumps(self.to_json(), indent=1) + "\n"
-        return write_atomically(path, text.encode("utf-8"))
+        return write_atomically(path, text.encode("utf-8"), "trials output")
 
     def plot(self, name: str, ax: Any = None) -> Any:
         """Plot collected ``name`` per trial: a line per trial for lists, else one bar each.
@@ -390,8 +399,34 @@ class TrialsResult:
         return ax.figure
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
-        """Plain text without workers or times, so stored notebook outputs stay identical."""
-        return {"text/plain": self.summary(runtime=False)}
+        """Text and HTML without workers or times, so stored notebook outputs stay identical."""
+        head, *body = self.rows(runtime=False)
+        cells = "".join(f"<th>{html.escape(cell)}</th>" for cell in head)
+        for row in body:
+            cells += "</tr><tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
+        lines = self.summary(runtime=False).split("\n\n", 2)
+        notes = "".join(f"<li>{html.escape(line)}</li>" for line in lines[2].splitlines())
+        return {"text/plain": self.summary(runtime=False),
+                "text/html": f"<p>{html.escape(lines[0])}</p><table><tr>{cells}</tr></table>"
+                             f"<ul>{notes}</ul>"}
+
+
+def load(path: str | os.PathLike[str]) -> TrialsResult:
+    """Read what ``--out`` (:meth:`TrialsResult.write`) wrote, e.g. to plot it later.
+
+    ValueError (one line) for a file that is not a det_nb trials file of this version.
+    """
+    data = json.loads(read_limited(path, "trials file", MAX_FILE_BYTES))
+    if not (isinstance(data, dict) and data.get("format") == FORMAT):
+        raise ValueError(f"{str(path)!r} is not a det_nb trials file")
+    if data.get("version") != VERSION:
+        raise ValueError(f"{str(path)!r} has trials format version {data.get('version')!r}; "
+                         f"this det_nb reads version {VERSION}")
+    checks = [Verification(c["trial"], c["first_worker"], c["again_worker"], c["differences"])
+              for c in data["verified"]]
+    return TrialsResult(data["notebook"], data["experiment_seed"], data["scheme"],
+                        tuple(data["collect"]), [TrialResult(**t) for t in data["trials"]],
+                        checks)
 
 
 def _is_number(value: object) -> bool:
@@ -436,10 +471,8 @@ def _plan(notebook: str | os.PathLike[str], seed: object, trials: str | Sequence
     if not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     path = Path(notebook).expanduser()
-    if not path.is_file():
-        raise ValueError(f"no notebook at {str(path)!r}")
+    load_notebook(path)  # ValueError (one line) unless it is a readable Python notebook
     source = path.read_bytes()
-    _check_notebook(source, path)
     names = _names(collect)
     env = trial_environment()
     jobs = [TrialJob(path.name, source, str(path.resolve()), experiment_seed, trial, scheme,
@@ -447,17 +480,6 @@ def _plan(notebook: str | os.PathLike[str], seed: object, trials: str | Sequence
     # Chosen by the experiment seed alone: the same run verifies the same trials.
     chosen = sorted(random.Random(experiment_seed).sample(numbers, verify))
     return _Plan(path, jobs, chosen)
-
-
-def _check_notebook(source: bytes, path: Path) -> None:
-    """ValueError unless ``source`` is a Jupyter notebook (nbformat 4)."""
-    try:
-        document = json.loads(source)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        document = None
-    if not (isinstance(document, dict) and document.get("nbformat") == 4
-            and isinstance(document.get("cells"), list)):
-        raise ValueError(f"{str(path)!r} is not a Jupyter notebook (nbformat 4 JSON)")
 
 
 def run_trials(
@@ -521,11 +543,35 @@ def _dask_client(workers: int | None, scheduler: str | None,
             yield client
         return
     count = workers or os.cpu_count() or 1
-    with _quiet_logs(quiet), LocalCluster(
-        n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None,
-        silence_logs=quiet,
-    ) as cluster, Client(cluster, set_as_default=False) as client:
-        yield client
+    # On loopback only; the scheduler's HTTP server (health routes; no dashboard) takes a
+    # free port, as 8787 may belong to another cluster.
+    with _quiet_logs(quiet):
+        with _workers_ignore_ctrl_c():
+            cluster = LocalCluster(
+                n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+                silence_logs=quiet,
+            )
+        with cluster, Client(cluster, set_as_default=False) as client:
+            yield client
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Ignore SIGINT while the cluster starts, so its worker processes inherit that.
+
+    A terminal's Ctrl-C reaches the whole process group: without this each worker would
+    die on its own, logging errors, instead of being closed by the cluster (this process
+    still gets KeyboardInterrupt once the workers run). Only the main thread can do it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @contextlib.contextmanager
@@ -647,7 +693,7 @@ def main(argv: list[str]) -> int:
     collect = [*_split(args.collect), *([metric] if metric else [])]
     try:
         if args.out is not None:
-            writable_target(args.out)
+            writable_target(args.out, "trials output")
         if args.connect_timeout <= 0:
             raise ValueError(f"--connect-timeout must be positive, got {args.connect_timeout:g}")
         result = run_trials(

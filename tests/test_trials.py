@@ -25,7 +25,7 @@ import pytest
 from conftest import QUIET_TF
 
 from det_nb.notebook_runner import run_notebook
-from det_nb.trials import compare, parse_trials, run_trials, trial_environment
+from det_nb.trials import compare, load, parse_trials, run_trials, trial_environment
 
 MARKER = "DET_NB_TRIALS_TEST"
 SEED = 42
@@ -219,7 +219,7 @@ def test_unknown_notebook_and_unreachable_scheduler_exit_2(notebook: Path) -> No
                              cwd=notebook.parent, timeout=60)
     assert missing.returncode == 2 and missing.stdout == "", missing
     assert missing.stderr.splitlines() == [
-        "python -m det_nb trials: error: no notebook at 'missing.ipynb'"]
+        "python -m det_nb trials: error: notebook 'missing.ipynb' does not exist"]
 
     started = time.monotonic()
     nowhere = f"tcp://127.0.0.1:{free_port()}"
@@ -242,7 +242,7 @@ def test_trials_agree_on_any_cluster_and_with_a_local_recreation(
                             cwd=folder)
     assert remote.returncode == 0, remote.stderr[-3000:]
     assert remote.stdout.count("): identical") == 2, remote.stdout
-    assert "re-create trial k in a notebook: %det_seed 42 --trial 0" in remote.stdout
+    assert "re-create trial k in a notebook: %det_seed 42 --trial k\n" in remote.stdout
     local = trials_command(notebook.name, "--seed", str(SEED), "--trials", "0-3",
                            "--workers", "2", "--collect", ",".join(COLLECT), "--out",
                            "local.json", cwd=folder)
@@ -271,6 +271,7 @@ def test_trials_agree_on_any_cluster_and_with_a_local_recreation(
     assert all(v["first_worker"] != v["again_worker"] for v in verified)
     best = min(trials, key=lambda t: t["collected"]["loss"])
     assert f"best loss (minimize): trial {best['trial']} = " in remote.stdout
+    assert load(folder / "remote.json").best("loss").trial == best["trial"]
 
     # The line the table shows re-creates each trial in the user's own notebook.
     for trial in trials:
