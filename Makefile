@@ -13,7 +13,7 @@ PIP_INSTALL := $(PY) -m pip install --quiet --quiet --constraint constraints.txt
 .PHONY: test demo bench lint browser notebooks dist clean
 
 $(PY):
-	@echo "Setting up $(VENV) (first time only; a few minutes, about 3.5 GB for make test)"
+	@echo "Setting up $(VENV) (first time only: a few minutes; about 5 GB for make test)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --quiet --upgrade pip
 
