@@ -75,6 +75,7 @@ class VerifyItem(pytest.Item):
                 str(self.path), runs=config.getoption("det_verify_runs"),
                 vary=config.getoption("det_verify_vary"),
                 timeout=config.getoption("det_verify_timeout"),
+                label=self.nodeid.split("::")[0],
             )
         except ValueError as error:  # not a readable notebook
             raise VerifyFailed(str(error)) from None

@@ -98,14 +98,20 @@ class NotebookVerdict:
         return "failed" if self.error else "parted" if self.parting else "identical"
 
     def text(self) -> str:
-        """The report: one line when identical; free of times and temporary paths."""
+        """The report: one line when identical (and nothing to note); free of temp paths."""
         runs = self.runs
         if self.error is not None:
             return f"{self.path}: could not run: {self.error}"
         if self.parting is None:
             cells, names = _counts(runs)
-            return (f"{self.path}: identical across {_run_count(runs)} "
+            line = (f"{self.path}: identical across {_run_count(runs)} "
                     f"({cells} cells, {names} names compared)")
+            lineage = (runs[0].record or {}).get("lineage", {})
+            if lineage.get("experiment_seed_origin") == "assigned":
+                line += (f"\n  note: det_nb assigned experiment seed {lineage['experiment_seed']}"
+                         " from the clock, and runs started together got the same one; a"
+                         " later run gets another: give the seed in %det_seed")
+            return line
         parting, reference = self.parting, runs[0]
         cell = parting.cell
         lines = [f"{self.path}: runs parted at cell {cell.index}: {cell.first_line}",
@@ -190,7 +196,7 @@ def environment_differences(first: RunData, second: RunData) -> list[str]:
                          " (set by --vary)")
     from det_nb.run_record import LOGGING_VARIABLES
 
-    flat_a, flat_b = dict(_flatten(first.environment)), dict(_flatten(second.environment))
+    flat_a, flat_b = _conditions(first), _conditions(second)
     for key in sorted(flat_a.keys() | flat_b.keys()):
         a, b = flat_a.get(key), flat_b.get(key)
         variable = key.removeprefix("variables.")
@@ -198,6 +204,13 @@ def environment_differences(first: RunData, second: RunData) -> list[str]:
             continue
         lines.append(f"{key}: {_shown(a)} in {first.label}, {_shown(b)} in {second.label}")
     return lines
+
+
+def _conditions(run: RunData) -> dict[str, object]:
+    """The run's environment, lineage and settings as flat "a.b" keys."""
+    record = run.record or {}
+    return dict(_flatten({**run.environment, "lineage": record.get("lineage"),
+                          "settings": record.get("settings")}))
 
 
 def _flatten(value: object, prefix: str = "") -> Iterator[tuple[str, object]]:
@@ -314,9 +327,12 @@ def describe(verdict: NotebookVerdict) -> None:
 
 def verify_notebook(
     path: str, *, runs: int, vary: Sequence[str], timeout: float,
-    stored: RunData | None = None,
+    stored: RunData | None = None, label: str | None = None,
 ) -> NotebookVerdict:
-    """Run and compare one notebook (ValueError if it is not a readable notebook)."""
+    """Run and compare one notebook, named ``label`` (default: ``path``) in the report.
+
+    ValueError if it is not a readable notebook.
+    """
     notebook = notebook_runner.load_notebook(path)
     envs = [variation_env(vary, run) for run in range(runs)]
     with tempfile.TemporaryDirectory(prefix="det_nb-verify-") as folder:
@@ -327,7 +343,7 @@ def verify_notebook(
         for run in fresh:
             run.label = f"fresh {run.label}"
         fresh.insert(0, stored)
-    verdict = compare_runs(path, fresh)
+    verdict = compare_runs(label or path, fresh)
     describe(verdict)
     return verdict
 
@@ -456,8 +472,10 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     """The ``verify`` command's arguments (also used by ``python -m det_nb``)."""
-    command = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    command = _Parser(prog=PROG, description=(
+        "Prove notebooks reproducible: run each in fresh kernels and name the first cell "
+        "and the names where two runs part. Exit status: 0 identical, 1 parted, 2 bad "
+        "input or a notebook that failed to run."))
     command.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help=".ipynb files")
     command.add_argument("--runs", "-n", type=_runs, default=None, metavar="N",
                          help="fresh runs per notebook (default 2; 1 with --against)")

@@ -19,7 +19,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from det_nb import verify
 from det_nb.lineage import Lineage
-from det_nb.notebook_runner import NameFingerprint, run_notebook
+from det_nb.notebook_runner import CellResult, NameFingerprint, run_notebook
 
 pytest_plugins = ["pytester"]
 
@@ -257,3 +257,23 @@ def test_runner_replaces_the_notebooks_own_seed(tmp_path: Path) -> None:
     run = run_notebook(path, seed=3, trial=5)
     assert (run.record["lineage"]["experiment_seed"], run.record["lineage"]["trial"],
             run.record["settings"]["per_cell"]) == (3, 5, True)
+
+
+def _run(label: str, seed: int, origin: str, digest: str) -> verify.RunData:
+    """A run as verify compares it, without a kernel: one cell assigning ``x``."""
+    cell = CellResult(1, "%det_seed", {"x": NameFingerprint("x", digest, "float", "value")}, "o")
+    record = {"lineage": {"experiment_seed": seed, "experiment_seed_origin": origin},
+              "settings": {"threads": 1}}
+    return verify.RunData(label, {}, [cell], {"python": "3.11"}, record, [], None)
+
+
+def test_seed_assigned_from_the_clock_is_noted_or_named_as_the_cause() -> None:
+    same = verify.compare_runs("nb.ipynb", [_run("run 1", 1700000000, "assigned", "aa"),
+                                            _run("run 2", 1700000000, "assigned", "aa")])
+    assert same.status == "identical"
+    assert same.text().splitlines()[1].startswith(
+        "  note: det_nb assigned experiment seed 1700000000 from the clock")
+    parted = verify.compare_runs("nb.ipynb", [_run("run 1", 1700000000, "assigned", "aa"),
+                                              _run("run 2", 1700000001, "assigned", "bb")])
+    assert "    lineage.experiment_seed: 1700000000 in run 1, 1700000001 in run 2" in (
+        parted.text().splitlines())
