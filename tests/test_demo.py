@@ -32,8 +32,10 @@ def demo(tmp_path_factory) -> tuple[str, str, Path, str]:
     ])
     nbformat.write(notebook, path)
     stored = path.read_text()
-    # As a user's shell would start it: TensorFlow's logging not silenced beforehand.
+    # As a user's shell would start it: TensorFlow's logging not silenced beforehand (GPUs
+    # hidden, so the verdict does not depend on the machine's).
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
     done = subprocess.run([sys.executable, str(RUNNER), str(path)], capture_output=True,
                           text=True, timeout=300, env=env, check=True)
     return done.stdout, done.stderr, path, stored
