@@ -49,6 +49,7 @@ _VALUE_OPTIONS = {"--trial", "-t", "--scheme", "--threads", "--save", "--load"}
 #: records compare; their text would otherwise make every varied run differ.
 _DASHBOARD_MARK = 'class="det-nb-dashboard"'
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,16}\b")
 _MODULE = "det_nb.notebook_runner"
 _CALL = f"__import__({_MODULE!r}, fromlist=['_'])"
 
@@ -224,7 +225,8 @@ def validate_names(names: Sequence[str]) -> tuple[str, ...]:
 def outputs_digest(outputs: list[Any]) -> str:
     """A hash of a cell's outputs as the notebook stores them.
 
-    Left out: stderr (warnings, progress bars), widget model ids, execution counts and
+    Left out: stderr (warnings, progress bars), widget model ids, execution counts,
+    memory addresses in text (``<Line2D at 0x7f...>`` differs in every process) and
     det_nb's dashboard (it shows the environment, which the run records compare).
     """
     kept = []
@@ -232,15 +234,22 @@ def outputs_digest(outputs: list[Any]) -> str:
         kind = output.get("output_type")
         if kind == "stream":
             if output.get("name") == "stdout":
-                kept.append(["stdout", output.get("text", "")])
+                kept.append(["stdout", _without_addresses(output.get("text", ""))])
         elif kind in ("display_data", "execute_result"):
-            data = {k: v for k, v in output.get("data", {}).items() if k != _WIDGET_MIME}
+            data = {mime: _without_addresses(value) if mime.startswith("text/") else value
+                    for mime, value in output.get("data", {}).items() if mime != _WIDGET_MIME}
             if _DASHBOARD_MARK not in str(data.get("text/html", "")):
                 kept.append([kind, data])
         elif kind == "error":
             kept.append(["error", output.get("ename"), output.get("evalue")])
     encoded = json.dumps(kept, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.blake2b(encoded, digest_size=16).hexdigest()
+
+
+def _without_addresses(text: str | list[str]) -> str:
+    """Text output with memory addresses masked (nbformat may store it as a line list)."""
+    joined = text if isinstance(text, str) else "".join(text)
+    return _ADDRESS.sub("0x?", joined)
 
 
 # -- one kernel, cell by cell ----------------------------------------------------------

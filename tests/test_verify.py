@@ -27,7 +27,7 @@ SEEDED = "%load_ext det_nb\n%det_seed 42 --quiet"
 GOOD = [
     SEEDED,
     "import numpy as np\nx = np.random.rand(3)",
-    "history = [float(x.sum())]",
+    "history = [float(x.sum())]\nobject()  # shown as <object object at 0x...>",
     "# NBVAL_RAISES_EXCEPTION\nraise ValueError('meant to fail')",
     "y = x * 2\nhistory.append(float(y.sum()))\nprint(y.round(3))",
 ]
