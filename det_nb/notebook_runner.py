@@ -36,6 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "CellResult", "KernelRun", "NameFingerprint", "NotebookRun", "load_notebook",
+    "outputs_digest", "prepare_seed", "run_notebook", "run_sync", "validate_names",
+]
+
 #: Added to every kernel's environment: TensorFlow's start-up logs say nothing useful here.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 #: Cells that are meant to raise (nbval's markers); their errors do not stop a run.
@@ -641,7 +646,7 @@ def dump_values(names: list[str], file: str) -> str:
     for name in names:
         try:
             values[name] = snapshot(namespace[name]) if name in namespace else None
-        except ValueError:
+        except Exception:  # unsupported, or the object's own code raised: no detail
             values[name] = None
     with open(file, "wb") as handle:
         pickle.dump(values, handle)
@@ -652,9 +657,3 @@ def load_values(file: str | os.PathLike[str]) -> dict[str, object]:
     """Read what :meth:`KernelRun.dump_values` wrote (a file this runner made)."""
     with open(file, "rb") as handle:
         return pickle.load(handle)  # safe: written by our own kernel, just now
-
-
-__all__ = [
-    "CellResult", "KernelRun", "NameFingerprint", "NotebookRun", "load_notebook",
-    "outputs_digest", "prepare_seed", "run_notebook", "validate_names",
-]

@@ -297,8 +297,11 @@ async def _dump_first_difference(
         if not names:
             continue
         files = [os.path.join(folder, f"values-{i}.pickle") for i in (0, index)]
-        await asyncio.gather(kernels[0].dump_values(names, files[0]),
-                             kernels[index].dump_values(names, files[1]))
+        try:
+            await asyncio.gather(kernels[0].dump_values(names, files[0]),
+                                 kernels[index].dump_values(names, files[1]))
+        except RuntimeError:  # the values could not be written: fingerprints only
+            return True
         values[0] = notebook_runner.load_values(files[0])
         values[index] = notebook_runner.load_values(files[1])
         return True
