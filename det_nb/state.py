@@ -11,22 +11,28 @@ mismatched file changes nothing. What cannot be restored is listed by :func:`lim
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import math
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from det_nb.lineage import Lineage
-from det_nb.run_record import (
+from det_nb import cpu_kernels
+from det_nb.files import (
     MAX_BYTES,
     MapOf,
     check_fields,
     parse_json,
+    printable,
     read_limited,
+    shown,
     write_atomically,
 )
+from det_nb.lineage import Lineage
 from det_nb.session import NOT_SEEDED, Session
 from det_nb.sources.base import Source, State
 from det_nb.status import Check
@@ -119,24 +125,31 @@ def restore(session: Session, path: str | os.PathLike[str]) -> list[str]:
     """Restore the states saved in ``path``; return what was restored, one line each.
 
     The session must run the lineage the file was saved under, and every source in
-    the file must be imported here. Everything is checked first: on any problem,
-    ValueError with one line, and nothing has changed.
+    the file must be imported here. Everything is checked first (names, dtypes, shapes
+    and every value's range): on any problem, ValueError with one line, and nothing has
+    changed. Should a source still refuse its state, those restored before it are put back.
     """
-    where = f"state file {str(Path(path))!r}"
+    where = f"state file {shown(path)}"
     arrays = _read_arrays(read_limited(path, "state file"), where)
     meta = _read_meta(arrays.pop(_META, None), where)
     _check_lineage(session.lineage, meta["lineage"], where)
     plan: list[tuple[Source, State]] = []
     by_name = {source.name: source for source in session.sources}
     for name, keys in meta["sources"].items():
+        shown_name = printable(name)
         source = by_name.get(name)
         if source is None:
-            raise ValueError(f"{where} holds the state of {name!r}, which det_nb does not know")
+            raise ValueError(
+                f"{where} holds the state of {shown_name!r}, which det_nb does not know"
+            )
         if source.loaded() is None:
             raise ValueError(
                 f"{where} holds {name}'s state, but {source.module} is not imported here: "
                 "import it, then restore"
             )
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ValueError(f"{where} lists {name}'s arrays {repeated} more than once")
         missing = [key for key in keys if _key(source, key) not in arrays]
         if missing:
             raise ValueError(f"{where} lacks {name}'s arrays {missing}")
@@ -160,14 +173,106 @@ def restore(session: Session, path: str | os.PathLike[str]) -> list[str]:
     if rng is None and session.rng_state() is not None:
         untouched.append(f"{RNG}: not in the file (not made when saved), left as is")
 
-    lines = [f"{source.name}: {source.set_state(state)}" for source, state in plan]
-    if rng is not None:
-        session.set_rng_state(rng)
-        lines.append(f"{RNG}: Generator state restored")
+    before = snapshot(session)
+    lines = []
+    try:
+        for source, state in plan:
+            lines.append(f"{source.name}: {source.set_state(state)}")
+        if rng is not None:
+            session.set_rng_state(rng)
+            lines.append(f"{RNG}: Generator state restored")
+    except Exception as error:
+        failure = f"{where}: restoring failed: {type(error).__name__}: {printable(str(error))}"
+        try:
+            before.restore()
+        except ValueError as undo:
+            raise ValueError(f"{failure}; {undo}") from None
+        raise ValueError(f"{failure}; every state is as it was") from None
     lines += untouched
     if session.settings.per_cell:
         lines.append("per-cell seeding is on: the next cell re-seeds every source from its text")
     return lines
+
+
+# Sessions' fields that seeding changes (the bookkeeping the status reads is private).
+_SESSION_FIELDS = ("lineage", "settings", "applied_seed", "last_cell_seed", "cluster_seed")
+_SESSION_RECORDS = ("_seeded", "_failed")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A session as it was: taken before a change, so a failure after it can be undone.
+
+    Holds the lineage, settings and seed in force, the state of every imported seeded
+    source and of det_nb.rng(), and the CPU-kernel pins in ``os.environ``. Not covered,
+    since nothing can read them back: TF's op-level seed counters, and thread pools TF's
+    runtime fixed when it started.
+    """
+
+    session: Session
+    fields: dict[str, Any]
+    states: tuple[tuple[Source, State], ...]
+    rng: dict[str, Any] | None
+    environ: dict[str, str | None]
+
+    def restore(self) -> None:
+        """Put the session, every stream and the pins back as they were when taken.
+
+        A source that refuses its state does not stop the others; ValueError (one line)
+        names it afterwards.
+        """
+        session = self.session
+        changed_settings = session.settings != self.fields["settings"]
+        for name, value in self.fields.items():
+            setattr(session, name, dict(value) if name in _SESSION_RECORDS else value)
+        for variable, value in self.environ.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+        if changed_settings and session.lineage is not None:
+            for source in session.sources:
+                if source.loaded() is not None:
+                    with contextlib.suppress(Exception):  # as when seeding: the status says
+                        source.configure(session.settings)
+        failed = []
+        for source, state in self.states:
+            try:
+                source.set_state(state)
+            except Exception as error:  # go on: put back every stream that can be
+                failed.append(f"{source.name} ({type(error).__name__}: {printable(str(error))})")
+        if self.rng is not None:
+            session.set_rng_state(self.rng)
+        session._notify()
+        if failed:
+            raise ValueError(f"could not put back the state of {', '.join(failed)}")
+
+
+def snapshot(session: Session) -> Snapshot:
+    """The session and every stream now, to :meth:`Snapshot.restore` if what follows fails.
+
+    ValueError (one line) when a source's state cannot be read: then a failure could not
+    be undone, so the caller must not go on.
+    """
+    states = []
+    for source in session.sources:
+        if source.loaded() is None:
+            continue
+        try:
+            state = source.get_state()
+        except Exception as error:
+            raise ValueError(
+                f"cannot read {source.name}'s state, so a failure could not be undone: "
+                f"{type(error).__name__}: {printable(str(error))}"
+            ) from None
+        if state is not None:
+            states.append((source, state))
+    fields = {name: getattr(session, name) for name in _SESSION_FIELDS}
+    fields.update({name: dict(getattr(session, name)) for name in _SESSION_RECORDS})
+    return Snapshot(
+        session, fields, tuple(states), session.rng_state(),
+        {pin.variable: os.environ.get(pin.variable) for pin in cpu_kernels.PINS},
+    )
 
 
 def limits(session: Session) -> list[str]:
@@ -208,11 +313,36 @@ def _read_arrays(raw: bytes, where: str) -> dict[str, Any]:
     if not all(member.filename.endswith(".npy") for member in members):
         raise ValueError(f"{where} holds files that are not NumPy arrays")
     try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            for member in members:
+                _check_declared_size(archive, member.filename, where)
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
-    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as error:
-        problem = " ".join(str(error).split())
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, MemoryError) as error:
+        problem = printable(" ".join(str(error).split()))
         raise ValueError(f"{where} is damaged or holds objects: {problem}") from None
+
+
+def _check_declared_size(archive: zipfile.ZipFile, name: str, where: str) -> None:
+    """Refuse an array whose header declares more data than a state file holds.
+
+    NumPy allocates the declared shape before reading, so a forged header would ask for
+    terabytes (MemoryError) though the file is small.
+    """
+    from numpy.lib import format as npy
+
+    readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+    with archive.open(name) as member:
+        version = npy.read_magic(member)
+        if version not in readers:  # det_nb writes 1.0; 3.0 only holds odd field names
+            raise ValueError(f"{where}: array {printable(name)!r} has .npy format {version}")
+        shape, _, dtype = readers[version](member)
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > MAX_BYTES:
+        raise ValueError(
+            f"{where}: array {printable(name)!r} declares shape {shape} of {dtype}, over "
+            f"{MAX_BYTES} bytes"
+        )
 
 
 def _read_meta(stored: Any, where: str) -> dict[str, Any]:
@@ -246,13 +376,37 @@ def _check_lineage(lineage: Lineage | None, saved: dict[str, Any], where: str) -
 
 
 def _check_rng_state(state: dict[str, Any], where: str) -> None:
-    """The Generator state must be one a PCG64 takes back exactly."""
+    """The Generator state must be a PCG64 state in range, not degenerate, taken back exactly."""
     import numpy as np
 
+    problem = _pcg64_problem(state)
+    if problem:
+        raise ValueError(f"{where}: bad {RNG} state: {problem}")
     scratch = np.random.PCG64()
     try:
         scratch.state = state
-    except (TypeError, ValueError, KeyError) as error:
-        raise ValueError(f"{where}: bad {RNG} state: {error}") from None
+    except (TypeError, ValueError, KeyError, OverflowError) as error:
+        raise ValueError(f"{where}: bad {RNG} state: {printable(str(error))}") from None
     if scratch.state != state:
         raise ValueError(f"{where}: bad {RNG} state: not a PCG64 state")
+
+
+def _pcg64_problem(state: dict[str, Any]) -> str:
+    """What makes ``state`` no PCG64 state ("" when nothing does)."""
+    inner = state.get("state")
+    if (set(state) != {"bit_generator", "state", "has_uint32", "uinteger"}
+            or state["bit_generator"] != "PCG64"
+            or not isinstance(inner, dict) or set(inner) != {"state", "inc"}):
+        return "not a PCG64 state"
+    ranges = {  # name: (value, end, the largest value allowed in words)
+        "state.state": (inner["state"], 2**128, "2**128 - 1"),
+        "state.inc": (inner["inc"], 2**128, "2**128 - 1"),
+        "has_uint32": (state["has_uint32"], 2, "1"),
+        "uinteger": (state["uinteger"], 2**32, "2**32 - 1"),
+    }
+    for name, (value, end, largest) in ranges.items():
+        if type(value) is not int or not 0 <= value < end:
+            return f"{name} must be an integer in [0, {largest}], got {value!r:.60}"
+    if inner["inc"] % 2 == 0:
+        return f"state.inc must be odd (PCG64 steps by it), got {inner['inc']}"
+    return ""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import random
 import re
+import stat
 import sys
 import zipfile
 from collections.abc import Callable, Iterator
@@ -12,13 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_files
 from conftest import run_python
+from numpy.lib import format as npy
 
 from det_nb import state
 from det_nb.session import Session
 
 tf = pytest.importorskip("tensorflow")  # imported before any Session: no import hooks
 keras = pytest.importorskip("keras")
+fifo, unix_socket = test_files.fifo, test_files.unix_socket  # fixtures shared with test_files
+promptly = test_files.promptly
 
 
 @pytest.fixture
@@ -171,7 +178,7 @@ def snapshot(session: Session) -> dict[str, object]:
     states: dict[str, object] = {"rng": session.rng_state()}
     for source in session.sources:
         if source.loaded() is not None and source.get_state() is not None:
-            states[source.name] = {k: np.asarray(v).tolist()
+            states[source.name] = {k: np.asarray(v).tobytes()  # bytes: NaN equals itself
                                    for k, v in source.get_state().items()}
     return states
 
@@ -198,6 +205,36 @@ def _drop_meta(path: Path) -> None:
 def _add_text_member(path: Path) -> None:
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr("notes.txt", "x")
+
+
+def _declare_huge_shape(path: Path) -> None:
+    """Replace numpy's keys by a small member whose header declares 4 TB of uint32."""
+    header = io.BytesIO()
+    npy.write_array_header_1_0(header, {"descr": "<u4", "fortran_order": False,
+                                        "shape": (10**12,)})
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["numpy.keys.npy"] = header.getvalue() + b"\0" * 64
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def _set_rng(field: str, value: object) -> Callable[[Path], None]:
+    """A spoiler setting one field of det_nb.rng()'s PCG64 state ("state.inc": nested)."""
+    def change(arrays: dict, meta: dict) -> None:
+        target = meta["rng"]
+        *outer, last = field.split(".")
+        for key in outer:
+            target = target[key]
+        target[last] = value
+    return lambda p: rewrite(p, change)
+
+
+def _zero_key(arrays: dict, name: str) -> None:
+    words = arrays[name].copy()
+    words[:624] = 0
+    arrays[name] = words
 
 
 BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
@@ -254,6 +291,40 @@ BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
                                            _set(a, "keras.global", np.zeros(3, np.int64)))),
         "keras needs 2 integers",
     ),
+    "numpy has_gauss out of range": (
+        lambda p: rewrite(p, lambda a, m: _set(a, "numpy.has_gauss", np.array(2**40, np.int64))),
+        "numpy: has_gauss is 1099511627776, must be 0 or 1",
+    ),
+    "numpy all-zero key": (lambda p: rewrite(p, lambda a, m: _zero_key(a, "numpy.keys")),
+                           "numpy: the Mersenne Twister key is all zeros"),
+    "numpy infinite cached gaussian": (
+        lambda p: rewrite(p, lambda a, m: _set(a, "numpy.cached_gaussian", np.array(np.inf))),
+        "numpy: cached Gaussian inf is not finite",
+    ),
+    "python all-zero key": (lambda p: rewrite(p, lambda a, m: _zero_key(a, "python_random.mt")),
+                            "python random: the Mersenne Twister key is all zeros"),
+    "python infinite cached gaussian": (
+        lambda p: rewrite(p, lambda a, m: _set(a, "python_random.gauss_next", np.array(-np.inf))),
+        "python random: cached Gaussian -inf is not finite",
+    ),
+    "keras value outside its dtype": (
+        lambda p: rewrite(p, lambda a, m: _set(a, "keras.global",
+                                               np.array([2**63, 0], np.uint64))),
+        "keras: the global SeedGenerator state holds 9223372036854775808, outside",
+    ),
+    "array listed twice": (
+        lambda p: rewrite(p, lambda a, m: m["sources"]["numpy"].append("keys")),
+        "lists numpy's arrays ['keys'] more than once",
+    ),
+    "huge declared shape": (_declare_huge_shape, "declares shape (1000000000000,) of uint32"),
+    "rng increment zero": (_set_rng("state.inc", 0), "state.inc must be odd"),
+    "rng increment even": (_set_rng("state.inc", 2), "state.inc must be odd"),
+    "rng state past 128 bits": (_set_rng("state.state", 2**128),
+                                "state.state must be an integer in [0, 2**128 - 1]"),
+    "rng negative increment": (_set_rng("state.inc", -1), "state.inc must be an integer"),
+    "rng has_uint32 not a flag": (_set_rng("has_uint32", 2), "has_uint32 must be an integer"),
+    "rng uinteger past 32 bits": (_set_rng("uinteger", 2**32), "uinteger must be an integer"),
+    "rng increment as text": (_set_rng("state.inc", "3"), "state.inc must be an integer"),
     "bad rng state": (
         lambda p: rewrite(p, lambda a, m: _set(m, "rng", {"bit_generator": "MT19937"})),
         "bad det_nb.rng() state",
@@ -326,3 +397,78 @@ def test_no_pickle_anywhere_in_det_nb() -> None:
         code = source.read_text()
         assert not re.search(r"import (c?pickle|dill|shelve|joblib)|\bpickle\.", code), source
         assert "allow_pickle=True" not in code, source
+
+
+def test_an_out_of_range_numpy_value_leaves_python_random_as_it_was(
+    session: Session, tmp_path: Path
+) -> None:
+    """Python random comes first in the file: it must not be put back when numpy fails."""
+    path = tmp_path / "s.npz"
+    state.save(session, path)
+    rewrite(path, lambda a, m: _set(a, "numpy.has_gauss", np.array(2**40, np.int64)))
+    random.random()  # python random moves on: a restore would move it back
+    moved = random.getstate()
+    with pytest.raises(ValueError, match="has_gauss is 1099511627776, must be 0 or 1"):
+        state.restore(session, path)
+    assert random.getstate() == moved
+
+
+def test_a_source_refusing_its_state_midway_puts_back_those_restored_before(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.npz"
+    state.save(session, path)
+    for draw in DRAWS.values():
+        draw(session)
+    before = snapshot(session)
+    numpy_source = next(s for s in session.sources if s.name == "numpy")
+
+    calls = []
+
+    def refuse_once(saved: dict) -> str:  # the file's state is refused, the old one taken
+        calls.append(saved)
+        if len(calls) == 1:
+            raise RuntimeError("refused\nby the runtime")
+        return type(numpy_source).set_state(numpy_source, saved)
+
+    monkeypatch.setattr(numpy_source, "set_state", refuse_once)
+    with pytest.raises(ValueError, match=r"restoring failed: RuntimeError: refused\\nby the "
+                                         r"runtime; every state is as it was$") as error:
+        state.restore(session, path)
+    assert "\n" not in str(error.value)
+    assert snapshot(session) == before
+
+
+def test_a_snapshot_puts_back_lineage_streams_and_cpu_kernel_pins(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from det_nb import cpu_kernels
+
+    variable = cpu_kernels.PINS[0].variable
+    monkeypatch.setenv(variable, "before")
+    for draw in DRAWS.values():
+        draw(session)
+    lineage, settings, streams = session.lineage, session.settings, snapshot(session)
+    taken = state.snapshot(session)
+    session.seed(6, threads=None, per_cell=True)
+    monkeypatch.delenv(variable)
+    taken.restore()
+    assert (session.lineage, session.settings) == (lineage, settings)
+    assert snapshot(session) == streams
+    assert os.environ[variable] == "before"
+
+
+def test_loading_state_from_a_fifo_returns_at_once(session: Session, fifo: Path) -> None:
+    error = promptly(lambda: state.restore(session, fifo))
+    assert isinstance(error, ValueError)
+    assert str(error) == f"state file {str(fifo)!r} is a FIFO, not a regular file"
+
+
+def test_saving_state_onto_a_fifo_or_socket_is_refused_and_leaves_it(
+    session: Session, fifo: Path, unix_socket: Path
+) -> None:
+    for path, kind in ((fifo, "a FIFO"), (unix_socket, "a socket")):
+        error = promptly(lambda path=path: state.save(session, path))
+        assert isinstance(error, ValueError)
+        assert f"it is {kind}, not a regular file" in str(error)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISSOCK(os.stat(unix_socket).st_mode)

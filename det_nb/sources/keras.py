@@ -78,10 +78,22 @@ class Keras(Source):
         if set(state) - {"global"}:
             raise ValueError(f"keras: unknown arrays {sorted(set(state) - {'global'})}")
         value = state.get("global")
-        if value is not None and (value.shape != (2,) or value.dtype.kind not in "iu"):
+        if value is None:
+            return
+        if value.shape != (2,) or value.dtype.kind not in "iu":
             raise ValueError(
                 f"keras: the global SeedGenerator state is {value.dtype}{value.shape}, "
                 "keras needs 2 integers"
+            )
+        import numpy as np
+
+        dtype = np.dtype(_state_dtype())
+        low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+        outside = [int(v) for v in value if not low <= int(v) <= high]
+        if outside:
+            raise ValueError(
+                f"keras: the global SeedGenerator state holds {outside[0]}, outside "
+                f"[{low}, {high}] of the {dtype} it is kept in here"
             )
 
     def set_state(self, state: State) -> str:
@@ -95,8 +107,19 @@ class Keras(Source):
             # An explicit seed, so making it draws nothing from Python random.
             generator = self.loaded().random.SeedGenerator(int(state["global"][0]))
             _set_global_generator(generator)
+        # check_state keeps every value in range of this dtype: the cast changes none.
         generator.state.assign(state["global"].astype(generator.state.dtype))
         return "global SeedGenerator state assigned"
+
+
+def _state_dtype() -> str:
+    """The dtype of the global SeedGenerator's state: the existing one's, else the backend's."""
+    generator = _global_generator()
+    if generator is not None:
+        return str(generator.state.dtype)  # Keras names dtypes as strings
+    from keras.src import backend
+
+    return backend.random_seed_dtype()
 
 
 # Keras keeps its global SeedGenerator (used by keras.random calls given no seed) in a

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from det_nb.sources.base import Source, State, digest
+from det_nb.sources.python_random import degenerate_mt19937
 
 # The legacy MT19937 state: 624 words and a position in [0, 624].
 _MT_WORDS = 624
@@ -37,6 +40,14 @@ class NumpyGlobal(Source):
         # MT19937 reads keys[pos]: a position past the end would read out of bounds.
         if not 0 <= int(state["pos"]) <= _MT_WORDS:
             raise ValueError(f"numpy: position {int(state['pos'])} is not in [0, {_MT_WORDS}]")
+        if int(state["has_gauss"]) not in (0, 1):
+            raise ValueError(f"numpy: has_gauss is {int(state['has_gauss'])}, must be 0 or 1")
+        if degenerate_mt19937(state["keys"]):
+            raise ValueError("numpy: the Mersenne Twister key is all zeros, which draws only 0")
+        if not math.isfinite(float(state["cached_gaussian"])):
+            raise ValueError(
+                f"numpy: cached Gaussian {float(state['cached_gaussian'])} is not finite"
+            )
 
     def set_state(self, state: State) -> str:
         self.loaded().random.set_state((
