@@ -4,9 +4,11 @@ It holds the lineage, the settings det_nb applied with the status of every check
 environment that can change results: versions, CPU, platform, GPUs, the environment
 variables read at start and hash randomisation. Loading is strict (size, encoding, JSON,
 version, every field's type and the lineage's arithmetic), so a bad file is refused whole
-with one line saying why; files are written atomically, so a crash never leaves half a
-record behind. Frameworks are never imported here: versions come from modules already
-imported or from the installed packages' metadata.
+with one line saying why; files are written atomically (:mod:`det_nb.files`), so a crash
+never leaves half a record behind, and :func:`seed_and_save` seeds and writes all or
+nothing. Text read from a record is escaped before it is shown. Frameworks are never
+imported here: versions come from modules already imported or from the installed
+packages' metadata.
 """
 
 from __future__ import annotations
@@ -15,22 +17,34 @@ import json
 import os
 import platform
 import sys
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from det_nb import determinism
+from det_nb import cpu_kernels, determinism, state
+from det_nb.cluster import TRIAL_SEED_ENV, cluster_trial_seed
 from det_nb.determinism import Settings
+from det_nb.files import (
+    MapOf,
+    check_fields,
+    json_type,
+    parse_json,
+    printable,
+    read_limited,
+    shown,
+    writable_target,
+    write_atomically,
+)
 from det_nb.lineage import Lineage
 from det_nb.session import NOT_SEEDED, Session
 from det_nb.status import Check
 
-#: The record format this det_nb writes and the only one it reads.
-VERSION = 1
-#: Larger files are refused before they are read: a record is a few kilobytes.
-MAX_BYTES = 1_000_000
+#: The record format this det_nb writes. Version 1 (before CPU kernels were recorded)
+#: is read too.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 #: Packages whose version can change results (det_nb's own is recorded too).
 PACKAGES = ("numpy", "tensorflow", "keras", "torch", "jax", "jaxlib")
 #: Environment variables that act at start: recorded when set.
@@ -72,6 +86,7 @@ def build(session: Session) -> dict[str, Any]:
             "threads": settings.threads,
             "deterministic_ops": settings.deterministic_ops,
             "per_cell": settings.per_cell,
+            "portable": settings.portable,
         },
         "status": [
             {"name": c.name, "state": c.state, "detail": c.detail, "fix": c.fix}
@@ -95,6 +110,7 @@ def environment() -> dict[str, Any]:
             if name in VARIABLES or name.startswith(VARIABLE_PREFIXES)
         },
         "hash_randomization": bool(sys.flags.hash_randomization),
+        **cpu_kernels.record_fields(),  # "cpu_flags" and "cpu_kernels"
     }
 
 
@@ -124,155 +140,63 @@ def _cpu_model() -> str:
 def save(session: Session, path: str | os.PathLike[str]) -> Path:
     """Write ``session``'s record to ``path`` as JSON, atomically; return the path."""
     text = json.dumps(build(session), indent=2) + "\n"
-    return write_atomically(path, text.encode("utf-8"))
+    return write_atomically(path, text.encode("utf-8"), "run record")
 
 
-def writable_target(path: str | os.PathLike[str]) -> Path:
-    """``path`` (``~`` expanded) if a file can be written there; ValueError saying why not.
+def seed_and_save(
+    session: Session, path: str | os.PathLike[str], apply: Callable[[], Lineage]
+) -> Lineage:
+    """Seed with ``apply()`` and write the record to ``path``: both, or neither.
 
-    Callers check this before changing anything, so a bad ``--save`` changes nothing.
+    The path is checked first; then the session and every stream are snapshotted, and
+    when writing fails (a full disk, say) they are put back before the ValueError (one
+    line) is raised, so the seed in force is the one before the call.
     """
-    target = Path(path).expanduser()
-    where = _shown(target)
-    if target.is_dir():
-        raise ValueError(f"cannot write {where}: it is a folder")
-    folder = target.parent
-    if not folder.is_dir():
-        raise ValueError(f"cannot write {where}: folder {_shown(folder)} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {where}: folder {_shown(folder)} is not writable")
-    return target
-
-
-def write_atomically(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    Readers see the old file or the new one, never a part. ValueError (one line) when
-    the path cannot be written.
-    """
-    target = writable_target(path)
-    where, folder = _shown(target), target.parent
-    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
+    writable_target(path, "run record")
+    before = state.snapshot(session)
     try:
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as error:
-        raise ValueError(f"cannot write {where}: {error.strerror}") from None
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, target)
-    except OSError as error:
-        os.unlink(temporary)
-        raise ValueError(f"cannot write {where}: {error.strerror}") from None
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return target
-
-
-def _shown(path: Path) -> str:
-    """A path for a one-line message (control characters escaped)."""
-    return repr(str(path))
+        lineage = apply()
+        save(session, path)
+    except BaseException as error:
+        failure = str(error) if isinstance(error, ValueError) else (
+            f"cannot write run record {shown(path)}: {type(error).__name__}: "
+            f"{printable(str(error))}"
+        )
+        try:
+            before.restore()
+        except ValueError as undo:
+            raise ValueError(f"{failure}; {undo}") from None
+        if not isinstance(error, Exception):  # KeyboardInterrupt: undone, and passed on
+            raise
+        raise ValueError(failure) from None
+    return lineage
 
 
 # -- reading and validating -----------------------------------------------------------
 
 
-def read_limited(path: str | os.PathLike[str], what: str) -> bytes:
-    """The bytes of ``path``, refusing a missing, unreadable or over-large file.
-
-    The size is checked before the content is read (and again while reading, in case
-    the file grows). ValueError messages start with ``what`` and the path.
-    """
-    path = Path(path).expanduser()
-    where = f"{what} {_shown(path)}"
-    try:
-        with open(path, "rb") as file:
-            if os.fstat(file.fileno()).st_size > MAX_BYTES:
-                raise ValueError(f"{where} is over {MAX_BYTES} bytes: not a det_nb file")
-            data = file.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise ValueError(f"{where} does not exist") from None
-    except IsADirectoryError:
-        raise ValueError(f"{where} is a folder, not a file") from None
-    except OSError as error:
-        raise ValueError(f"cannot read {where}: {error.strerror}") from None
-    if len(data) > MAX_BYTES:
-        raise ValueError(f"{where} is over {MAX_BYTES} bytes: not a det_nb file")
-    if not data:
-        raise ValueError(f"{where} is empty")
-    return data
-
-
 def load(path: str | os.PathLike[str]) -> Record:
     """Read and strictly validate a record; ValueError with one line on any problem."""
-    where = f"run record {_shown(Path(path))}"
-    data = parse_json(read_limited(path, "run record"), where)
+    raw = read_limited(path, "run record")
+    where = f"run record {shown(path)}"
+    data = parse_json(raw, where)
     if not isinstance(data, dict):
-        raise ValueError(f"{where} holds a JSON {_json_type(data)}, not a det_nb record object")
+        raise ValueError(f"{where} holds a JSON {json_type(data)}, not a det_nb record object")
     if "version" not in data:
         raise ValueError(f"{where} has no version field: not a det_nb record")
     version = data["version"]
-    if type(version) is not int or version != VERSION:
-        raise ValueError(f"{where} has version {version!r}; this det_nb reads version {VERSION}")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        raise ValueError(f"{where} has version {version!r:.60}; this det_nb reads versions "
+                         f"{readable}")
     try:
-        check_fields(data, _SCHEMA, "")
+        check_fields(data, _SCHEMAS[version], "")
         return _record(data)
     except ValueError as error:
         raise ValueError(f"{where}: {error}") from None
 
 
-def parse_json(raw: bytes, where: str) -> object:
-    """Strict JSON from bytes: UTF-8 text, no NUL, no duplicate keys, no NaN or Infinity."""
-    if b"\0" in raw:
-        raise ValueError(f"{where} is binary, not JSON text")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError(f"{where} is not UTF-8 text") from None
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except RecursionError:
-        raise ValueError(f"{where} is nested too deeply to be a det_nb record") from None
-    except json.JSONDecodeError as error:
-        ends = error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string")
-        raise ValueError(
-            f"{where} is not valid JSON: {error.msg} at line {error.lineno} column "
-            f"{error.colno}{'; it ends too early (truncated?)' if ends else ''}"
-        ) from None
-    except ValueError as error:  # duplicate keys, NaN, numbers too long
-        raise ValueError(f"{where} is not a valid det_nb record: {error}") from None
-
-
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"key {key!r} appears twice")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _json_type(value: object) -> str:
-    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-class MapOf:
-    """Schema of an object whose keys are free strings and whose values share a schema."""
-
-    def __init__(self, values: object) -> None:
-        self.values = values
-
-
-_SCHEMA: dict[str, object] = {
+_SCHEMA_V1: dict[str, Any] = {
     "version": int,
     "lineage": {
         "experiment_seed": int, "experiment_seed_origin": str, "trial": (int, None),
@@ -286,41 +210,16 @@ _SCHEMA: dict[str, object] = {
         "hash_randomization": bool,
     },
 }
-_TYPE_NAMES = {
-    int: "an integer", str: "a string", bool: "true or false", dict: "an object", None: "null",
+_SCHEMAS: dict[int, dict[str, Any]] = {
+    1: _SCHEMA_V1,
+    2: {
+        **_SCHEMA_V1,
+        "settings": {**_SCHEMA_V1["settings"], "portable": bool},
+        "environment": {
+            **_SCHEMA_V1["environment"], "cpu_flags": [str], "cpu_kernels": MapOf(str),
+        },
+    },
 }
-
-
-def check_fields(value: object, schema: object, where: str) -> None:
-    """ValueError naming the first field of ``value`` that does not fit ``schema``.
-
-    Leaves are types (None for null) or tuples of them; a dict has exactly its keys; a
-    one-item list is an array of that; :class:`MapOf` an object with free keys.
-    """
-    if isinstance(schema, dict):
-        if not isinstance(value, dict):
-            raise ValueError(f"{where or 'the record'} must be an object")
-        missing, unknown = schema.keys() - value.keys(), value.keys() - schema.keys()
-        if missing or unknown:
-            problem = f"lacks {sorted(missing)}" if missing else f"has unknown {sorted(unknown)}"
-            raise ValueError(f"{where or 'the record'} {problem}")
-        for key, item in schema.items():
-            check_fields(value[key], item, f"{where}.{key}" if where else key)
-    elif isinstance(schema, list):
-        if not isinstance(value, list):
-            raise ValueError(f"{where} must be an array")
-        for index, item in enumerate(value):
-            check_fields(item, schema[0], f"{where}[{index}]")
-    elif isinstance(schema, MapOf):
-        if not isinstance(value, dict):
-            raise ValueError(f"{where} must be an object")
-        for key, item in value.items():
-            check_fields(item, schema.values, f"{where}[{key!r}]")
-    else:
-        allowed = schema if isinstance(schema, tuple) else (schema,)
-        if not any(value is None if t is None else type(value) is t for t in allowed):
-            wanted = " or ".join(_TYPE_NAMES[t] for t in allowed)
-            raise ValueError(f"{where} must be {wanted}, got {value!r:.60}")
 
 
 def _record(data: dict[str, Any]) -> Record:
@@ -335,48 +234,72 @@ def _record(data: dict[str, Any]) -> Record:
             f"trial seed {recorded['trial_seed']} does not follow from the lineage, which "
             f"gives {lineage.trial_seed}"
         )
-    settings = Settings(**data["settings"])
-    checks = tuple(Check(**check) for check in data["status"])
+    # Version 1 predates CPU-kernel pins: those runs had none.
+    settings = Settings(**{"portable": False, **data["settings"]})
+    checks = tuple(
+        Check(**{key: printable(text) if key != "state" else text for key, text in check.items()})
+        for check in data["status"]
+    )
     return Record(lineage, settings, checks, data["environment"])
 
 
 # -- replaying ------------------------------------------------------------------------
 
-
 def replay(session: Session, record: Record) -> list[str]:
     """Seed ``session`` with the record's lineage and settings; return what differs here.
 
-    The lineage keeps its origin (a seed det_nb had assigned stays marked assigned). The
-    differences are those of :func:`compare`.
+    The lineage keeps its origin (a seed det_nb had assigned stays marked assigned), but
+    a seed from a Determined cluster is replayed as a given seed, with a note, unless
+    this process runs in a trial with that very seed. The differences are those of
+    :func:`compare`, escaped for printing.
     """
-    session.apply(record.lineage, record.settings)
-    return compare(record.environment, environment())
+    lineage, notes = _replayable(record.lineage)
+    session.apply(lineage, record.settings)
+    return notes + compare(record.environment, environment())
+
+
+def _replayable(lineage: Lineage) -> tuple[Lineage, list[str]]:
+    """The lineage to apply here, and a note when its cluster origin cannot hold here."""
+    if lineage.experiment_seed_origin != "cluster":
+        return lineage, []
+    here = cluster_trial_seed()  # ValueError on a malformed DET_TRIAL_SEED: nothing changed
+    if here == lineage.experiment_seed:
+        return lineage, []
+    why = (f"no Determined cluster here ({TRIAL_SEED_ENV} unset)" if here is None
+           else f"this Determined trial's seed is {here}")
+    given = Lineage(lineage.experiment_seed, lineage.trial, lineage.scheme, "given")
+    return given, [
+        f"the record's seed {lineage.experiment_seed} came from a Determined cluster; {why}, "
+        "so it is replayed as a given seed"
+    ]
 
 
 def compare(recorded: dict[str, Any], here: dict[str, Any]) -> list[str]:
-    """Each difference between two environments that can change results, in words."""
+    """Each difference between two environments that can change results, in escaped words."""
     differences = []
     for key, label in (("python", "Python"), ("platform", "platform"), ("cpu", "CPU"),
                        ("cpu_count", "CPU count")):
         if recorded[key] != here[key]:
-            differences.append(f"{label} {here[key]} here, {recorded[key]} in the record")
+            differences.append(f"{label} {_text(here[key])} here, {_text(recorded[key])} in the "
+                               "record")
     for name in sorted(recorded["packages"].keys() | here["packages"].keys()):
         now, then = here["packages"].get(name), recorded["packages"].get(name)
         if now != then:
             differences.append(
-                f"{name} {now or 'not installed'} here, {then or 'not installed'} in the record"
+                f"{_text(name)} {_text(now or 'not installed')} here, "
+                f"{_text(then or 'not installed')} in the record"
             )
     if sorted(recorded["gpus"]) != sorted(here["gpus"]):
         differences.append(
-            f"GPUs seen by the imported frameworks: {', '.join(here['gpus']) or 'none'} here, "
-            f"{', '.join(recorded['gpus']) or 'none'} in the record"
+            f"GPUs seen by the imported frameworks: {_text(', '.join(here['gpus']) or 'none')} "
+            f"here, {_text(', '.join(recorded['gpus']) or 'none')} in the record"
         )
     for name in sorted(recorded["variables"].keys() | here["variables"].keys()):
         now, then = here["variables"].get(name), recorded["variables"].get(name)
         if now != then and name not in LOGGING_VARIABLES:
             differences.append(
-                f"{name} {'unset' if now is None else repr(now)} here, "
-                f"{'unset' if then is None else repr(then)} in the record"
+                f"{_text(name)} {'unset' if now is None else _text(repr(now))} here, "
+                f"{'unset' if then is None else _text(repr(then))} in the record"
             )
     if recorded["hash_randomization"] != here["hash_randomization"]:
         on = {True: "on", False: "off"}
@@ -384,4 +307,38 @@ def compare(recorded: dict[str, Any], here: dict[str, Any]) -> list[str]:
             f"hash randomisation {on[here['hash_randomization']]} here, "
             f"{on[recorded['hash_randomization']]} in the record"
         )
+    return differences + _cpu_kernel_differences(recorded, here)
+
+
+def _cpu_kernel_differences(recorded: dict[str, Any], here: dict[str, Any]) -> list[str]:
+    """CPU flags that select kernels, and kernels in use, that differ (version 2 records)."""
+    differences = []
+    if "cpu_flags" in recorded and "cpu_flags" in here:
+        ours, theirs = _kernel_flags(here["cpu_flags"]), _kernel_flags(recorded["cpu_flags"])
+        if ours != theirs:
+            sides = [f"{', '.join(sorted(flags))} only {side}"
+                     for flags, side in ((theirs - ours, "in the record"), (ours - theirs, "here"))
+                     if flags]
+            differences.append(
+                f"CPU flags that select kernels differ: {_text('; '.join(sides))} (libraries "
+                "not pinned to one baseline can give other floats)"
+            )
+    if "cpu_kernels" in recorded and "cpu_kernels" in here:
+        for name in sorted(recorded["cpu_kernels"].keys() | here["cpu_kernels"].keys()):
+            now, then = here["cpu_kernels"].get(name), recorded["cpu_kernels"].get(name)
+            if now != then:
+                differences.append(
+                    f"{_text(name)} kernel {_text(now or 'none')} here, "
+                    f"{_text(then or 'none')} in the record: it can change results"
+                )
     return differences
+
+
+def _kernel_flags(flags: list[str]) -> set[str]:
+    """The flags among ``flags`` that make libraries pick other kernels."""
+    return set(flags) & set(cpu_kernels.KERNEL_FLAGS)
+
+
+def _text(value: object) -> str:
+    """A recorded or local value for one line of output: non-printable characters escaped."""
+    return printable(str(value))

@@ -6,17 +6,21 @@ import json
 import os
 import platform
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import test_files
+from test_files import promptly
 
 from det_nb import run_record as record
 from det_nb.session import Session
 
 tf = pytest.importorskip("tensorflow")  # imported before any Session: no import hooks
+fifo, full_disk = test_files.fifo, test_files.full_disk  # fixtures shared with test_files
 
 
 @pytest.fixture
@@ -35,12 +39,14 @@ def test_the_record_holds_lineage_settings_status_and_environment(
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
     monkeypatch.setenv("UNRELATED_VARIABLE", "x")
     data = record.build(session)
-    assert data["version"] == record.VERSION == 1
+    assert data["version"] == record.VERSION == 2
     assert data["lineage"] == {
         "experiment_seed": 42, "experiment_seed_origin": "given", "trial": 3,
         "scheme": "seedsequence", "trial_seed": 1129302213,
     }
-    assert data["settings"] == {"threads": 1, "deterministic_ops": False, "per_cell": True}
+    assert data["settings"] == {
+        "threads": 1, "deterministic_ops": False, "per_cell": True, "portable": True,
+    }
     names = [check["name"] for check in data["status"]]
     assert names == [check.name for check in session.status().checks]
     assert {"tensorflow threads", "tensorflow op determinism", "per-cell seeding",
@@ -62,6 +68,18 @@ def test_the_record_holds_lineage_settings_status_and_environment(
     assert "UNRELATED_VARIABLE" not in variables
     assert environment["hash_randomization"] is bool(sys.flags.hash_randomization)
     json.dumps(data, allow_nan=False)  # plain JSON
+
+
+def test_the_record_holds_the_cpu_flags_and_kernels_that_can_change_floats(
+    session: Session,
+) -> None:
+    from det_nb import cpu_kernels
+
+    environment = record.build(session)["environment"]
+    assert {key: environment[key] for key in ("cpu_flags", "cpu_kernels")} \
+        == cpu_kernels.record_fields()
+    assert all(isinstance(flag, str) for flag in environment["cpu_flags"])
+    assert all(isinstance(kernel, str) for kernel in environment["cpu_kernels"].values())
 
 
 def test_save_load_and_replay_restore_lineage_and_settings(
@@ -190,8 +208,10 @@ BAD: dict[str, tuple[Callable[[Path], None], str]] = {
     "oversized": (lambda p: p.write_text(json.dumps(_valid()) + " " * 1_000_000),
                   "is over 1000000 bytes"),
     "no version": (_edit(lambda d: d.pop("version")), "has no version field"),
-    "wrong version": (_edit(lambda d: d.update(version=2)),
-                      "has version 2; this det_nb reads version 1"),
+    "wrong version": (_edit(lambda d: d.update(version=3)),
+                      "has version 3; this det_nb reads versions 1 and 2"),
+    "version 1 with version 2 fields": (_edit(lambda d: d.update(version=1)),
+                                        "settings has unknown ['portable']"),
     "version as text": (_edit(lambda d: d.update(version="1")), "has version '1'"),
     "duplicate key": (_text('{"version": 1, "version": 1}'), "key 'version' appears twice"),
     "nan": (_edit(lambda d: d["environment"].update(cpu_count=float("nan"))),
@@ -222,7 +242,7 @@ BAD: dict[str, tuple[Callable[[Path], None], str]] = {
         "environment.variables['TF_\\nX'] must be a string, got 1",
     ),
     "nested deeply": (_text("[" * 100_000 + "]" * 100_000), "nested too deeply"),
-    "huge number": (_text('{"version": ' + "9" * 5000 + "}"), "not a valid det_nb record"),
+    "huge number": (_text('{"version": ' + "9" * 5000 + "}"), "not a valid det_nb file"),
 }
 
 
@@ -254,3 +274,200 @@ def test_the_size_is_checked_before_reading(tmp_path: Path) -> None:
         file.truncate(1 << 40)  # a sparse terabyte: reading it would not end
     with pytest.raises(ValueError, match="is over 1000000 bytes"):
         record.load(path)
+
+
+# -- version 1 records, CPU kernels, escaping, cluster origin ------------------------
+
+
+def test_a_version_1_record_is_read_and_replayed_without_cpu_kernel_pins(
+    session: Session, tmp_path: Path
+) -> None:
+    data = record.build(session)
+    data["version"] = 1
+    del data["settings"]["portable"]
+    del data["environment"]["cpu_flags"], data["environment"]["cpu_kernels"]
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(data))
+    loaded = record.load(path)
+    assert loaded.settings.portable is False  # det_nb before version 2 pinned no kernels
+    assert loaded.lineage == session.lineage
+    assert record.compare(loaded.environment, record.environment()) == []
+
+
+def test_compare_lists_cpu_flags_and_kernels_that_differ() -> None:
+    here = record.environment()
+    recorded = json.loads(json.dumps(here))
+    here = {**here, "cpu_flags": ["sse2", "avx2", "fma", "ht"],
+            "cpu_kernels": {"OpenBLAS": "Haswell", "oneDNN": "AVX2"}}
+    recorded.update(cpu_flags=["sse2", "avx2", "fma", "avx512f", "avx512bw", "pdpe1gb"],
+                    cpu_kernels={"OpenBLAS": "SkylakeX", "oneDNN": "AVX2"})
+    assert record.compare(recorded, here) == [
+        "CPU flags that select kernels differ: avx512bw, avx512f only in the record "
+        "(libraries not pinned to one baseline can give other floats)",
+        "OpenBLAS kernel Haswell here, SkylakeX in the record: it can change results",
+    ]
+    recorded["cpu_flags"] = [*here["cpu_flags"], "pdpe1gb"]  # no kernel picks by it
+    recorded["cpu_kernels"] = here["cpu_kernels"]
+    assert record.compare(recorded, here) == []
+
+
+def test_text_from_a_record_is_escaped_before_it_is_printed(
+    session: Session, tmp_path: Path
+) -> None:
+    data = record.build(session)
+    forged = "x\nreplayed the run record; its environment matches this one\x1b[2K\udcff"
+    environment = data["environment"]
+    environment.update(cpu=forged, platform=forged, gpus=[forged])
+    environment["packages"]["numpy"] = forged
+    environment["variables"]["TF_FORGED"] = forged
+    environment["cpu_kernels"] = {forged: forged}
+    data["status"][0]["detail"] = forged
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))  # \udcff is written as the JSON escape \udcff
+    loaded = record.load(path)
+    assert loaded.checks[0].detail.isprintable()
+    differences = record.replay(session, loaded)
+    assert len(differences) >= 6
+    for line in differences:
+        assert line.isprintable(), line
+        line.encode("utf-8")  # a lone surrogate would raise UnicodeEncodeError here
+    assert any("x\\nreplayed the run record" in line and "\\x1b[2K\\udcff" in line
+               for line in differences)
+
+
+def _cluster_record(tmp_path: Path, seed: int) -> Path:
+    data = _valid()
+    data["lineage"].update(experiment_seed=seed, experiment_seed_origin="cluster", trial=None,
+                           trial_seed=seed)
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_cluster_record_replays_as_given_with_a_note_off_the_cluster(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DET_TRIAL_SEED", raising=False)
+    differences = record.replay(session, record.load(_cluster_record(tmp_path, 1234)))
+    assert session.lineage.experiment_seed == session.lineage.trial_seed == 1234
+    assert session.lineage.experiment_seed_origin == "given"
+    assert differences[0] == (
+        "the record's seed 1234 came from a Determined cluster; no Determined cluster here "
+        "(DET_TRIAL_SEED unset), so it is replayed as a given seed"
+    )
+    monkeypatch.setenv("DET_TRIAL_SEED", "99")
+    differences = record.replay(session, record.load(_cluster_record(tmp_path, 1234)))
+    assert session.lineage.experiment_seed_origin == "given"
+    assert "this Determined trial's seed is 99" in differences[0]
+
+
+def test_a_cluster_record_keeps_its_origin_in_the_trial_it_came_from(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DET_TRIAL_SEED", "1234")
+    differences = record.replay(session, record.load(_cluster_record(tmp_path, 1234)))
+    assert session.lineage.experiment_seed_origin == "cluster"
+    assert differences == []
+
+
+# -- seed and save: both or neither ---------------------------------------------------
+
+
+def everything(session: Session) -> tuple:
+    """The session and the state of every stream it seeds, read without drawing."""
+    streams = {
+        source.name: {key: np.asarray(value).tobytes() for key, value in state.items()}
+        for source in session.sources
+        if source.loaded() is not None and (state := source.get_state()) is not None
+    }
+    return (session.lineage, session.settings, session.applied_seed, session.status().checks,
+            streams, session.rng_state())
+
+
+def _draw_some(session: Session) -> None:
+    """Move every stream on, so that re-seeding would be seen."""
+    import random
+
+    keras = sys.modules["keras"]
+    random.random(), np.random.rand(3), tf.random.get_global_generator().normal([2])
+    keras.random.normal([2]), session.rng().random()
+
+
+def _seed_six(session: Session) -> Callable[[], object]:
+    return lambda: session.seed(6, 2, deterministic_ops=True)
+
+
+def test_seed_and_save_seeds_and_writes_the_new_record(session: Session, tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    lineage = record.seed_and_save(session, path, _seed_six(session))
+    assert lineage == session.lineage and lineage.experiment_seed == 6
+    assert record.load(path).lineage == lineage
+    assert record.load(path).settings.deterministic_ops
+
+
+def test_seed_and_save_onto_a_full_disk_changes_nothing(session: Session, full_disk: Path) -> None:
+    _draw_some(session)
+    before = everything(session)
+    with pytest.raises(ValueError, match="No space left on device") as error:
+        record.seed_and_save(session, full_disk / "run.json", _seed_six(session))
+    assert "\n" not in str(error.value)
+    assert everything(session) == before
+    assert sorted(p.name for p in full_disk.iterdir()) == [".filler"]
+
+
+@pytest.mark.parametrize("failing", ["fsync", "write"])
+def test_seed_and_save_undoes_the_seeding_when_the_write_fails(
+    failing: str, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _draw_some(session)
+    before = everything(session)
+
+    def no_space(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, failing, no_space)
+    with pytest.raises(ValueError, match="No space left on device"):
+        record.seed_and_save(session, tmp_path / "run.json", _seed_six(session))
+    monkeypatch.undo()
+    assert everything(session) == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_seed_and_save_undoes_the_seeding_when_building_the_record_fails(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _draw_some(session)
+    before = everything(session)
+
+    def broken() -> dict:
+        raise RuntimeError("metadata\nunreadable")
+
+    monkeypatch.setattr(record, "environment", broken)
+    with pytest.raises(ValueError, match=r"run record .*: RuntimeError: metadata\\nunreadable$"):
+        record.seed_and_save(session, tmp_path / "run.json", _seed_six(session))
+    assert everything(session) == before
+
+
+def test_seed_and_save_to_a_name_too_long_seeds_nothing(session: Session, tmp_path: Path) -> None:
+    _draw_some(session)
+    before = everything(session)
+    with pytest.raises(ValueError, match="the name is too long for the file system"):
+        record.seed_and_save(session, tmp_path / ("r" * 300), _seed_six(session))
+    assert everything(session) == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_seed_and_save_onto_a_fifo_seeds_nothing_and_leaves_it(
+    session: Session, fifo: Path
+) -> None:
+    before = everything(session)
+    error = promptly(lambda: record.seed_and_save(session, fifo, _seed_six(session)))
+    assert isinstance(error, ValueError) and "it is a FIFO, not a regular file" in str(error)
+    assert everything(session) == before
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_loading_a_record_from_a_fifo_returns_at_once(fifo: Path) -> None:
+    error = promptly(lambda: record.load(fifo))
+    assert isinstance(error, ValueError)
+    assert str(error) == f"run record {str(fifo)!r} is a FIFO, not a regular file"
