@@ -11,11 +11,13 @@ about 2015 has. :func:`checks` reads back what each library actually runs.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
+import re
 import sys
 from dataclasses import dataclass
+from functools import cache
+from importlib.util import find_spec
+from pathlib import Path
 from types import ModuleType
 
 from det_nb.determinism import startup_environ
@@ -39,14 +41,33 @@ class Pin:
     modules: tuple[str, ...]  # top-level modules whose import loads a reader of it
 
 
-# NumPy >= 2.4 dispatches to X86_V4, AVX512_ICL and AVX512_SPR above X86_V3 and accepts
-# names the CPU lacks; NumPy 2.0-2.3 use the AVX512_* names.
-_NUMPY_AVX512 = ("X86_V4 AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX "
-                 "AVX512_CNL AVX512_ICL AVX512_SPR")
+# NumPy warns about names outside its dispatch list, which changed in 2.4 (X86_V3 target,
+# X86_V4 / AVX512_ICL / AVX512_SPR above it); names the CPU lacks are accepted.
+_NUMPY_AVX512 = {"2.4": "X86_V4 AVX512_ICL AVX512_SPR",
+                 "older": "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX "
+                          "AVX512_CNL AVX512_ICL AVX512_SPR"}
+
+
+@cache
+def _numpy_avx512_groups() -> str:
+    """The AVX-512 dispatch groups of the installed NumPy, found without importing it.
+
+    The version is read from the dist-info folder beside the package (importlib.metadata
+    scans every distribution: too slow for ``%load_ext``).
+    """
+    spec = find_spec("numpy")
+    if spec is not None and spec.origin is not None:
+        for info in Path(spec.origin).parent.parent.glob("numpy-*.dist-info"):
+            version = re.match(r"numpy-(\d+)\.(\d+)", info.name)
+            if version:
+                newer = (int(version[1]), int(version[2])) >= (2, 4)
+                return _NUMPY_AVX512["2.4" if newer else "older"]
+    return _NUMPY_AVX512["2.4"]
+
 
 PINS: tuple[Pin, ...] = (
     Pin("OPENBLAS_CORETYPE", "Haswell", ("numpy",)),
-    Pin("NPY_DISABLE_CPU_FEATURES", _NUMPY_AVX512, ("numpy",)),
+    Pin("NPY_DISABLE_CPU_FEATURES", "", ("numpy",)),  # value: _numpy_avx512_groups()
     Pin("ONEDNN_MAX_CPU_ISA", "AVX2", ("tensorflow", "torch")),
     Pin("MKL_CBWR", "AVX2", ("torch",)),
     Pin("ATEN_CPU_CAPABILITY", "avx2", ("torch",)),
@@ -62,7 +83,7 @@ _pinned: bool | None = None
 
 def pin_environment() -> dict[str, str]:
     """The variables and values a kernel's environment needs for portable kernels."""
-    return {pin.variable: pin.value for pin in PINS}
+    return {pin.variable: pin.value or _numpy_avx512_groups() for pin in PINS}
 
 
 def apply(portable: bool) -> None:
@@ -77,13 +98,13 @@ def apply(portable: bool) -> None:
     if portable and _loaded_before_pins is None:
         _loaded_before_pins = {module for module in _MODULES if module in sys.modules}
     user = startup_environ()
-    for pin in PINS:
-        if pin.variable in user:
+    for variable, value in pin_environment().items():
+        if variable in user:
             continue
         if portable:
-            os.environ[pin.variable] = pin.value
-        elif os.environ.get(pin.variable) == pin.value:
-            del os.environ[pin.variable]
+            os.environ[variable] = value
+        elif os.environ.get(variable) == value:
+            del os.environ[variable]
 
 
 # -- the CPU --------------------------------------------------------------------------
@@ -104,6 +125,8 @@ def cpu_flags() -> list[str]:
 
 def cpu_check(portable: bool | None) -> Check:
     """The CPU against the baseline, and whether kernels are pinned to it."""
+    import platform
+
     machine = platform.machine().lower()
     if machine not in ("x86_64", "amd64"):
         return Check(
@@ -200,6 +223,8 @@ _MKL_BRANCHES = {1: "native", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3",
 
 def _mkl_branch(torch: ModuleType) -> str:
     """The MKL branch torch's MKL runs (``mkl_cbwr_get``), or why it cannot be read."""
+    import ctypes
+
     library = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
     try:
         get = ctypes.CDLL(library).mkl_serv_cbwr_get
@@ -212,6 +237,8 @@ def _mkl_branch(torch: ModuleType) -> str:
 
 def _c_getenv(name: str) -> str | None:
     """A variable as C code in this process sees it (what the libraries read)."""
+    import ctypes
+
     getenv = ctypes.CDLL(None).getenv
     getenv.restype, getenv.argtypes = ctypes.c_char_p, [ctypes.c_char_p]
     found = getenv(name.encode())

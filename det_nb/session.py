@@ -7,6 +7,7 @@ later; :meth:`Session.status` reads the sources back into a report.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable
 from types import ModuleType
@@ -126,7 +127,11 @@ class Session:
                     if source.module == module:
                         self._apply_to(source)
                 self._import_guard.imported(module)
-                self._notify()
+                # Keras's import hook can run while TensorFlow's own import is unfinished;
+                # views read every framework, so they update once nothing is half-imported
+                # (after the cell at the latest).
+                if not any(_importing(source.module) for source in self.sources):
+                    self._notify()
 
         import wrapt  # here, not at module level: it costs %load_ext 20 ms (asyncio)
 
@@ -297,6 +302,12 @@ class Session:
             "seeding keep their earlier random state and do not restart",
             "re-run the cells that build the model after %det_seed",
         )
+
+
+def _importing(module: str) -> bool:
+    """Whether ``module`` is in ``sys.modules`` but its import has not finished."""
+    spec = getattr(sys.modules.get(module), "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
 
 
 def _fresh_generator(seed: int) -> Any:

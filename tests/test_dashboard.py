@@ -322,3 +322,25 @@ def test_loading_det_nb_does_not_import_ipywidgets() -> None:
         print(json.dumps({"ipywidgets": "ipywidgets" in sys.modules}))
     """)
     assert result == {"ipywidgets": False}
+
+
+def test_importing_keras_under_a_dashboard_warns_nothing() -> None:
+    """Keras's import hook runs while TensorFlow is half-imported: views must wait for it."""
+    result = run_python("""
+        import json, warnings
+        from IPython.core.interactiveshell import InteractiveShell
+        shell = InteractiveShell.instance()
+        shell.run_line_magic("load_ext", "det_nb")
+        shell.run_line_magic("det_seed", "42 --quiet")
+        import det_nb
+        from det_nb.dashboard import dashboard_for
+        view = dashboard_for(det_nb.get_session())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            import keras
+        view.refresh()
+        print(json.dumps([str(w.message) for w in caught if "det_nb" in str(w.message)]
+                         + [line for line in view.text().splitlines()
+                            if line.startswith("[ok  ] tensorflow threads")]))
+    """)
+    assert result == ["[ok  ] tensorflow threads: single-thread (intra 1, inter 1)"]

@@ -176,3 +176,17 @@ def test_bad_portable_value_is_refused_and_changes_nothing():
     with pytest.raises(ValueError, match="portable must be True or False, got 'no'"):
         det_nb.seed(3, portable="no")
     assert det_nb.lineage() == before
+
+
+def test_numpy_takes_the_pins_without_a_warning():
+    result = run_python("""
+        import json, warnings
+        import det_nb
+        det_nb.seed(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # NumPy warns about names it cannot disable
+            import numpy
+        from det_nb import cpu_kernels
+        print(json.dumps(cpu_kernels.kernels_in_use()["numpy"]))
+    """, clean_env())
+    assert result == {"openblas": "Haswell", "simd": "X86_V3"}
