@@ -1,7 +1,7 @@
 """Seed lineage: experiment seed -> trial -> trial seed, as a pure function.
 
 Nothing here touches a PRNG's global state; the contract (with test vectors) is in the
-README and pinned by ``tests/test_lineage.py``.
+docs/lineage.md and pinned by ``tests/test_lineage.py``.
 """
 
 from __future__ import annotations
