@@ -1,6 +1,6 @@
 """Seed lineage: experiment seed -> trial -> trial seed, as a pure function.
 
-Nothing here touches a PRNG's global state; the contract (with test vectors) is in the
+Nothing here touches a PRNG's global state; the contract (with test vectors) is in
 docs/lineage.md and pinned by ``tests/test_lineage.py``.
 """
 
