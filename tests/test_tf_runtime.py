@@ -103,3 +103,26 @@ print(json.dumps({{
 }}))
 """)
     assert result == {"kept": True, "replaced": True, "seeded": True}
+
+
+def test_unloading_before_the_first_draw_keeps_the_generator_seeded() -> None:
+    """%unload_ext neither starts the runtime nor drops the seeding; once the generator is
+    made, TF's own get_global_generator is back under every name."""
+    result = run_python(f"""
+import json
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "det_nb")
+shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+import tensorflow as tf
+shell.run_line_magic("unload_ext", "det_nb")
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+drawn = tf.random.get_global_generator().normal([2]).numpy().tolist()
+names = [tf.random.get_global_generator, tf.random.experimental.get_global_generator]
+print(json.dumps({{
+    "seeded": drawn == tf.random.Generator.from_seed({TRIAL_SEED}).normal([2]).numpy().tolist(),
+    "wrapped": [hasattr(name, "__wrapped__") for name in names],
+}}))
+""")
+    assert result == {"seeded": True, "wrapped": [False, False]}

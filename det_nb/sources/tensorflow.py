@@ -35,6 +35,7 @@ class TensorFlow(Source):
         self._pending: Any = None
         self._original: Callable[[], Any] | None = None  # TF's get_global_generator
         self._wrapper: Callable[[], Any] | None = None  # ours, in its place
+        self._closed = False  # unloaded: ours goes once it has made the pending generator
 
     def configure(self, settings: Settings) -> None:
         tf = self.loaded()
@@ -67,13 +68,21 @@ class TensorFlow(Source):
         state = np.zeros(random_ops._get_state_size(_philox()), dtype=np.int64)
         state[0] = seed
         random_ops.global_generator = None
-        self._pending = state
+        self._pending, self._closed = state, False
         self._wrap(random_ops)
         return (f"tf.random.set_seed({seed}) and global Generator.from_seed({seed}), made on "
                 "first use")
 
     def close(self) -> None:
-        """Put TF's own ``get_global_generator`` back wherever ours stands."""
+        """Put TF's own ``get_global_generator`` back wherever ours stands.
+
+        A generator still pending is part of a seeding already applied (it survives
+        ``%reload_ext``, like every other source's seed): then ours stays until it has
+        made it, rather than start TF's runtime now.
+        """
+        self._closed = True
+        if self._made() is None and self._pending is not None:
+            return
         if self._wrapper is not None:
             _replace_everywhere(self._wrapper, self._original)
         self._original = self._wrapper = None
@@ -144,6 +153,8 @@ class TensorFlow(Source):
         @functools.wraps(original)
         def get_global_generator() -> Any:
             self._make_pending()
+            if self._closed:
+                self.close()
             return original()
 
         self._original, self._wrapper = original, get_global_generator
