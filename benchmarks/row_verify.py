@@ -85,7 +85,7 @@ def verify_runs(path: str) -> None:
 
 def measure(quick: bool) -> list[dict[str, Any]]:
     """The row, as JSON: verify seconds / plain seconds, pairs interleaved ABBA."""
-    pairs, warmups = (2, 1) if quick else (6, 1)
+    pairs, warmups = (2, 1) if quick else (8, 1)
     with tempfile.TemporaryDirectory(prefix="det_nb-bench-verify-") as folder:
         path = write_notebook(Path(folder), quick)
         base, cand = interleave(timed(lambda: plain_runs(path)), timed(lambda: verify_runs(path)),

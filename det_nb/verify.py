@@ -122,8 +122,9 @@ class NotebookVerdict:
         if parting.later:
             shown = ", ".join(str(k) for k in parting.later[:10])
             more = ", ..." if len(parting.later) > 10 else ""
+            word = "cell" if len(parting.later) == 1 else "cells"
             lines.append(f"  later cells that differ as a consequence: {len(parting.later)} "
-                         f"(cell {shown}{more})")
+                         f"({word} {shown}{more})")
         differences = environment_differences(reference, parting.other)
         if differences:
             lines.append("  what differed between the runs (likely causes):")

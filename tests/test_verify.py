@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import random
+from importlib import metadata
 from pathlib import Path
 
 import nbformat
@@ -212,8 +213,11 @@ def test_bad_input_is_one_line_and_exit_2(
 def test_pytest_plugin_passes_and_fails_the_same_notebooks(
     verified: dict, pytester: pytest.Pytester
 ) -> None:
-    result = pytester.runpytest("-p", "det_nb.pytest_plugin", "--det-verify",
-                                verified["good"], verified["drift"])
+    # Installed, the plugin comes through its pytest11 entry point; -p would load it twice.
+    installed = any(entry.value == "det_nb.pytest_plugin"
+                    for entry in metadata.entry_points(group="pytest11"))
+    load = [] if installed else ["-p", "det_nb.pytest_plugin"]
+    result = pytester.runpytest(*load, "--det-verify", verified["good"], verified["drift"])
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
         "*drift.ipynb: runs parted at cell 3: g = np.random.default_rng()",
