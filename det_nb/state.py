@@ -348,7 +348,11 @@ def _check_declared_size(archive: zipfile.ZipFile, name: str, where: str) -> Non
 def _read_meta(stored: Any, where: str) -> dict[str, Any]:
     if stored is None or stored.dtype.kind != "U" or stored.shape != ():
         raise ValueError(f"{where} has no det_nb metadata: not a det_nb state file")
-    meta = parse_json(str(stored[()]).encode("utf-8"), f"{where}'s metadata")
+    try:
+        raw = str(stored[()]).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: NumPy's text arrays can hold one
+        raise ValueError(f"{where}'s metadata is not valid Unicode text") from None
+    meta = parse_json(raw, f"{where}'s metadata")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{where} is not a det_nb state file")
     if meta.get("version") != VERSION or type(meta.get("version")) is not int:

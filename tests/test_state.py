@@ -220,6 +220,15 @@ def _declare_huge_shape(path: Path) -> None:
             archive.writestr(name, data)
 
 
+def _surrogate_in_meta(path: Path) -> None:
+    """Store the metadata text with a raw lone surrogate (NumPy text arrays can hold one)."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["format"] = "\ud800"
+    np.savez(path, **arrays, meta=np.array(json.dumps(meta, ensure_ascii=False)))
+
+
 def _set_rng(field: str, value: object) -> Callable[[Path], None]:
     """A spoiler setting one field of det_nb.rng()'s PCG64 state ("state.inc": nested)."""
     def change(arrays: dict, meta: dict) -> None:
@@ -325,6 +334,8 @@ BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
     "rng has_uint32 not a flag": (_set_rng("has_uint32", 2), "has_uint32 must be an integer"),
     "rng uinteger past 32 bits": (_set_rng("uinteger", 2**32), "uinteger must be an integer"),
     "rng increment as text": (_set_rng("state.inc", "3"), "state.inc must be an integer"),
+    "metadata with a lone surrogate": (_surrogate_in_meta,
+                                       "metadata is not valid Unicode text"),
     "bad rng state": (
         lambda p: rewrite(p, lambda a, m: _set(m, "rng", {"bit_generator": "MT19937"})),
         "bad det_nb.rng() state",
