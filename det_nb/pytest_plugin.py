@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from det_nb.verify import VARIATIONS, verify_notebook
+from det_nb.verify import MAX_RUNS, VARIATIONS, verify_notebook
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,8 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("det_verify"):
         return
     runs = config.getoption("det_verify_runs")
-    if not 2 <= runs <= 64:
-        raise pytest.UsageError(f"--det-verify-runs must be in [2, 64], got {runs}")
+    if not 2 <= runs <= MAX_RUNS:
+        raise pytest.UsageError(f"--det-verify-runs must be in [2, {MAX_RUNS}], got {runs}")
     if config.getoption("det_verify_timeout") <= 0:
         raise pytest.UsageError("--det-verify-timeout must be more than 0 seconds")
     vary = config.getoption("det_verify_vary")

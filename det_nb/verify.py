@@ -31,6 +31,8 @@ PROG = "python -m det_nb verify"
 FORMAT = "det_nb-verify"
 #: The report format this det_nb writes and the only one it reads.
 VERSION = 1
+#: The runs' kernels are alive together (side by side), so their number is bounded.
+MAX_RUNS = 16
 #: A stored report larger than this is refused before it is read.
 MAX_REPORT_BYTES = 256 << 20
 
@@ -501,8 +503,8 @@ def _runs(text: str) -> int:
         runs = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if not 1 <= runs <= 64:
-        raise argparse.ArgumentTypeError(f"must be in [1, 64], got {runs}")
+    if not 1 <= runs <= MAX_RUNS:
+        raise argparse.ArgumentTypeError(f"must be in [1, {MAX_RUNS}], got {runs}")
     return runs
 
 

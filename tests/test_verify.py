@@ -58,6 +58,13 @@ def verify_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[in
     return status, captured.out, captured.err
 
 
+def plugin_args() -> list[str]:
+    """``-p det_nb.pytest_plugin``, unless its pytest11 entry point loads it already."""
+    installed = any(entry.value == "det_nb.pytest_plugin"
+                    for entry in metadata.entry_points(group="pytest11"))
+    return [] if installed else ["-p", "det_nb.pytest_plugin"]
+
+
 @pytest.fixture(scope="module")
 def verified(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One verification of a reproducible and a drifting notebook, with a JSON report."""
@@ -213,11 +220,8 @@ def test_bad_input_is_one_line_and_exit_2(
 def test_pytest_plugin_passes_and_fails_the_same_notebooks(
     verified: dict, pytester: pytest.Pytester
 ) -> None:
-    # Installed, the plugin comes through its pytest11 entry point; -p would load it twice.
-    installed = any(entry.value == "det_nb.pytest_plugin"
-                    for entry in metadata.entry_points(group="pytest11"))
-    load = [] if installed else ["-p", "det_nb.pytest_plugin"]
-    result = pytester.runpytest(*load, "--det-verify", verified["good"], verified["drift"])
+    result = pytester.runpytest(*plugin_args(), "--det-verify", verified["good"],
+                                verified["drift"])
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
         "*drift.ipynb: runs parted at cell 3: g = np.random.default_rng()",
@@ -225,6 +229,12 @@ def test_pytest_plugin_passes_and_fails_the_same_notebooks(
         "FAILED *drift.ipynb::det_verify*",
     ])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_pytest_plugin_refuses_bad_settings_in_one_line(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(*plugin_args(), "--det-verify", "--det-verify-runs", "1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --det-verify-runs must be in [[]2, 16], got 1"])
 
 
 def test_runner_seeds_and_collects(tmp_path: Path) -> None:
