@@ -326,7 +326,8 @@ def _names_used(shell: Any, cell: str) -> tuple[frozenset[str], frozenset[str] |
     """(names the cell reads, names to watch for in-place changes; None means all).
 
     Watched: what the cell reads, plus the globals that notebook functions, methods and
-    classes it refers to read, transitively. Magics and shell commands can reach anything.
+    classes it refers to read, transitively. Magics and shell commands can reach anything,
+    and so can a class whose own code raises when it is inspected.
     """
     try:
         tree = ast.parse(shell.transform_cell(cell))
@@ -346,7 +347,11 @@ def _names_used(shell: Any, cell: str) -> tuple[frozenset[str], frozenset[str] |
     watched, queue, seen = set(loaded), list(loaded), set()
     while queue:
         value = namespace.get(queue.pop())
-        for code in _code_of(value, namespace, seen):
+        try:
+            codes = list(_code_of(value, namespace, seen))
+        except Exception:  # e.g. a metaclass whose __module__ raises
+            return frozenset(loaded), None
+        for code in codes:
             fresh = set(code.co_names) - watched
             watched |= fresh
             queue.extend(fresh)

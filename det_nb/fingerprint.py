@@ -15,6 +15,12 @@ NumPy and Python random generators (by their state); TensorFlow tensors and vari
 Keras variables, Keras models and layers (by their weights) and torch tensors. Frameworks
 are never imported here: they are recognised only if the user's code already imported
 them. Anything else yields :class:`Unfingerprintable` with the reason, never a pass.
+
+An object reached through many references is hashed once per call, so the cost is linear
+in the number of objects, not of paths (``x = [x, x]`` forty times is 41 lists and 2**40
+paths); a value that contains itself is refused. An exception from a value's own code (a
+``__getattr__``, property or ``__len__`` that raises) makes it unfingerprintable, with
+that exception as the reason, and is never raised to the caller.
 """
 
 from __future__ import annotations

@@ -285,6 +285,14 @@ class NoClass:
     def __class__(self):
         raise RuntimeError("no class for you")
 
+class Opaque(type):
+    @property
+    def __module__(cls):
+        raise RuntimeError("no module")
+
+class Layer(metaclass=Opaque):
+    pass
+
 cfg = Attrs(lr=0.1)
 '''
 
@@ -305,6 +313,7 @@ def test_det_check_lists_objects_whose_own_code_raises_as_unchecked(shell, capsy
             table = NoItems(a=1)
             odd = NoClass()
             nested = [1, {"m": model}]
+            kind = Layer.__name__
         """))
         out = capsys.readouterr().out
     finally:
@@ -314,6 +323,7 @@ def test_det_check_lists_objects_whose_own_code_raises_as_unchecked(shell, capsy
     assert out == textwrap.dedent("""\
         deterministic across 2 runs for the compared names; 7 unchecked
         compared:
+          kind: str (len 5)
           lr: float
         unchecked:
           cfg: used by the cell, and changes inside it cannot be seen: Attrs is not a supported type
