@@ -41,7 +41,7 @@ from det_nb.cpu_kernels import pin_environment
 from det_nb.determinism import THREAD_ENV
 from det_nb.files import read_limited, writable_target, write_atomically
 from det_nb.lineage import SCHEMES, Lineage, validate_scheme, validate_seed
-from det_nb.notebook_runner import load_notebook, validate_names
+from det_nb.notebook_runner import NameFingerprint, load_notebook, validate_names
 
 FORMAT = "det_nb.trials"
 VERSION = 1
@@ -177,10 +177,13 @@ def _notebook_here(job: TrialJob) -> Iterator[Path]:
     it runs from a temporary folder holding the copy that travelled with the task.
     """
     origin = Path(job.origin)
-    with contextlib.suppress(OSError):
-        if origin.is_file() and origin.read_bytes() == job.notebook_source:
-            yield origin
-            return
+    try:
+        here = origin.is_file() and origin.read_bytes() == job.notebook_source
+    except OSError:
+        here = False
+    if here:
+        yield origin
+        return
     with tempfile.TemporaryDirectory(prefix="det_nb-trial-") as folder:
         copy = Path(folder) / job.notebook_name
         copy.write_bytes(job.notebook_source)
@@ -199,9 +202,8 @@ def _worker_name() -> str:
 
 def _plain(value: object) -> object:
     """A collected value as JSON: numbers, strings, lists as they are; fingerprints as dicts."""
-    if hasattr(value, "digest") and hasattr(value, "description"):
-        return {"digest": value.digest, "description": value.description,
-                "kind": getattr(value, "kind", "value")}
+    if isinstance(value, NameFingerprint):
+        return {"digest": value.digest, "description": value.description, "kind": value.kind}
     return value
 
 
@@ -374,10 +376,11 @@ class TrialsResult:
         text = json.dumps(self.to_json(), indent=1) + "\n"
         return write_atomically(path, text.encode("utf-8"), "trials output")
 
-    def plot(self, name: str, ax: Any = None) -> Any:
+    def plot(self, name: str, ax: Any = None, *, log: bool = False) -> Any:
         """Plot collected ``name`` per trial: a line per trial for lists, else one bar each.
 
-        Returns the matplotlib Figure (matplotlib is imported only here).
+        ``log`` puts the values on a log scale. Returns the matplotlib Figure (matplotlib
+        is imported only here).
         """
         import matplotlib.pyplot as plt
 
@@ -394,6 +397,8 @@ class TrialsResult:
             points = [(t, v) for t, v in values if _is_number(v)]
             ax.bar([str(t) for t, _ in points], [v for _, v in points], color="tab:blue")
             ax.set(xlabel="trial", ylabel=name)
+        if log:
+            ax.set_yscale("log")
         ax.set_title(f"{self.notebook}: {name} per trial (experiment seed "
                      f"{self.experiment_seed})")
         return ax.figure
