@@ -75,6 +75,10 @@ PINS: tuple[Pin, ...] = (
 )
 _MODULES = ("numpy", "tensorflow", "torch", "jax")
 
+#: Pin variables named here (space-separated) were set at start to emulate another CPU's own
+#: kernel choice (``verify --vary cpu``), not by the user: the portable pins override them.
+EMULATED = "DET_NB_EMULATED_CPU"
+
 # Modules already imported when det_nb first pinned: their kernels were chosen before.
 _loaded_before_pins: set[str] | None = None
 # Whether the pins are in force (None: det_nb has not applied its setting yet).
@@ -97,7 +101,7 @@ def apply(portable: bool) -> None:
     _pinned = portable
     if portable and _loaded_before_pins is None:
         _loaded_before_pins = {module for module in _MODULES if module in sys.modules}
-    user = startup_environ()
+    user = _user_choices()
     for variable, value in pin_environment().items():
         if variable in user:
             continue
@@ -105,6 +109,13 @@ def apply(portable: bool) -> None:
             os.environ[variable] = value
         elif os.environ.get(variable) == value:
             del os.environ[variable]
+
+
+def _user_choices() -> dict[str, str]:
+    """The start-up environment less the variables that only emulate another CPU."""
+    environ = startup_environ()
+    emulated = set(environ.get(EMULATED, "").split())
+    return {name: value for name, value in environ.items() if name not in emulated}
 
 
 # -- the CPU --------------------------------------------------------------------------
@@ -288,7 +299,7 @@ def _library_check(module: str, parts: dict[str, str], portable: bool) -> Check:
 
 
 def _why(module: str, off: list[str]) -> str:
-    user = startup_environ()
+    user = _user_choices()
     variables = sorted({_BASELINE_KERNELS[module, part][1] for part in off})
     set_by_user = [v for v in variables if v in user]
     if set_by_user:

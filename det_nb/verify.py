@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from det_nb import notebook_runner
+from det_nb.cpu_kernels import EMULATED
 from det_nb.notebook_runner import CellResult, KernelRun, NameFingerprint
 
 PROG = "python -m det_nb verify"
@@ -48,8 +49,9 @@ VARIATIONS: dict[str, tuple[dict[str, str], ...]] = {
     ),
     "hashseed": ({"PYTHONHASHSEED": "1"}, {"PYTHONHASHSEED": "2"}),
     # Another CPU generation, emulated: OpenBLAS's Prescott kernels instead of those it
-    # picks for this CPU (or the portable pin).
-    "cpu": ({}, {"OPENBLAS_CORETYPE": "Prescott"}),
+    # picks for this CPU. Marked as emulation, so det_nb's portable pin overrides it as it
+    # overrides a CPU's own choice.
+    "cpu": ({}, {"OPENBLAS_CORETYPE": "Prescott", EMULATED: "OPENBLAS_CORETYPE"}),
 }
 
 

@@ -164,21 +164,23 @@ def test_vary_threads_catches_tensorflow_without_single_thread(
     assert f"{pinned}: identical across 2 runs (3 cells, 1 names compared)" in out
 
 
-def test_vary_cpu_catches_unpinned_blas_kernels(
+def test_vary_cpu_catches_unpinned_blas_kernels_and_passes_portable_ones(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_notebook(tmp_path, "blas.ipynb", [
-        "%load_ext det_nb\n%det_seed 1 --no-portable --quiet",
-        "import numpy as np\nrng = np.random.default_rng(0)\n"
-        "x = rng.standard_normal((1024, 8), dtype=np.float32)\n"
-        "w = rng.standard_normal((8, 1), dtype=np.float32)",
-        "y = x @ w",
-    ])
-    status, out, _ = verify_main([path, "--vary", "cpu"], capsys)
+    blas = ["import numpy as np\nrng = np.random.default_rng(0)\n"
+            "x = rng.standard_normal((1024, 8), dtype=np.float32)\n"
+            "w = rng.standard_normal((8, 1), dtype=np.float32)",
+            "y = x @ w"]
+    native = write_notebook(tmp_path, "native.ipynb",
+                            ["%load_ext det_nb\n%det_seed 1 --no-portable --quiet", *blas])
+    portable = write_notebook(tmp_path, "portable.ipynb",
+                              ["%load_ext det_nb\n%det_seed 1 --quiet", *blas])
+    status, out, _ = verify_main([native, portable, "--vary", "cpu"], capsys)
     assert status == 1
-    assert out.startswith(f"{path}: runs parted at cell 3: y = x @ w\n  run 1 vs run 2:\n"
+    assert out.startswith(f"{native}: runs parted at cell 3: y = x @ w\n  run 1 vs run 2:\n"
                           "    y: ndarray float32 (1024, 1): ")
     assert "OPENBLAS_CORETYPE: unset in run 1, 'Prescott' in run 2 (set by --vary)" in out
+    assert f"{portable}: identical across 2 runs (3 cells, 4 names compared)" in out
 
 
 def test_failing_cell_is_exit_2_with_its_number(
