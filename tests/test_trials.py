@@ -348,6 +348,18 @@ def test_ctrl_c_stops_the_cluster_and_its_kernels(tmp_path: Path) -> None:
         stop(run)
 
 
+def test_any_executor_runs_trials(notebook: Path) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        result = run_trials(notebook, SEED, [3, 0], executor=pool, collect=["loss"], verify=1)
+    assert [(r.trial, r.trial_seed, r.error) for r in result.trials] == [
+        (3, TRIAL_SEEDS[3], None), (0, TRIAL_SEEDS[0], None)]
+    assert [check.identical for check in result.verifications] == [True]
+    assert result.ok
+
+
 def test_compare_names_what_differs() -> None:
     from det_nb.trials import TrialResult
 
