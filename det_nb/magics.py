@@ -290,11 +290,13 @@ class DetMagics(Magics, Configurable):
         the state was saved under; a bad or mismatched file changes nothing.
         """
         from det_nb import state
+        from det_nb.files import printable
 
         args = _parse(self.det_state, line)
         try:
             if args.action == "save":
-                print(f"saved PRNG state to {state.save(self.session, args.path).name}")
+                saved = state.save(self.session, args.path)
+                print(f"saved PRNG state to {printable(saved.name)}")
             else:
                 print("\n".join(state.restore(self.session, args.path)))
         except ValueError as error:

@@ -301,7 +301,7 @@ async def _dump_first_difference(
         names = sorted(differing_names(first, cell))
         if not names:
             continue
-        files = [os.path.join(folder, f"values-{i}.pickle") for i in (0, index)]
+        files = [os.path.join(folder, f"values-{i}.npz") for i in (0, index)]
         try:
             await asyncio.gather(kernels[0].dump_values(names, files[0]),
                                  kernels[index].dump_values(names, files[1]))
@@ -400,7 +400,7 @@ def _run_json(run: RunData) -> dict[str, Any]:
 
 
 def _report_schema() -> dict[str, object]:
-    from det_nb.run_record import MapOf
+    from det_nb.files import MapOf
 
     cell = {"index": int, "first_line": str, "outputs_digest": str, "error": (str, None),
             "names": MapOf({"digest": str, "description": str, "kind": str})}
@@ -413,7 +413,7 @@ def _report_schema() -> dict[str, object]:
 
 def load_report(path: str) -> dict[str, RunData]:
     """A stored report's first run of each notebook, by path; ValueError (one line) if bad."""
-    from det_nb.run_record import check_fields, parse_json
+    from det_nb.files import check_fields, parse_json
 
     where = f"report {str(path)!r}"
     target = Path(path).expanduser()
@@ -527,7 +527,7 @@ def check_arguments(args: argparse.Namespace) -> tuple[int, dict[str, RunData] |
     if len(set(args.vary)) != len(args.vary):
         raise ValueError("give each --vary condition once")
     if args.json:
-        from det_nb.run_record import writable_target
+        from det_nb.files import writable_target
 
         writable_target(args.json)
     stored = None
@@ -560,7 +560,7 @@ def main(argv: list[str]) -> int:
     if args.json:
         import json
 
-        from det_nb.run_record import write_atomically
+        from det_nb.files import write_atomically
 
         text = json.dumps(to_json(verdicts), indent=1) + "\n"
         try:
