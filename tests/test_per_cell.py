@@ -51,6 +51,12 @@ def test_front_end_whitespace_differences_do_not_matter(per_cell) -> None:
     assert run(per_cell, CELL_A, "a") == run(per_cell, CELL_A + "\r\n\n", "a")
 
 
+def test_a_cell_sent_with_crlf_line_endings_draws_as_with_lf(per_cell) -> None:
+    cell = f"{CELL_A}\nc = random.random()"
+    with_lf = [*run(per_cell, cell, "a"), per_cell.user_ns["c"]]
+    assert [*run(per_cell, cell.replace("\n", "\r\n"), "a"), per_cell.user_ns["c"]] == with_lf
+
+
 def test_no_per_cell_lets_streams_run_on(per_cell) -> None:
     per_cell.run_line_magic("det_seed", "42 --trial 3 --no-per-cell --quiet")
     assert det_nb.status().check("per-cell seeding").state == "off"
