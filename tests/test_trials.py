@@ -299,6 +299,8 @@ def test_a_failing_trial_is_reported_and_the_others_complete(
 
 
 def test_a_killed_worker_loses_no_trial(tmp_path: Path) -> None:
+    from distributed import Client
+
     notebook = write_notebook(tmp_path / "slow.ipynb", SEED_CELL, KILL_CELL, WORK_CELL)
     with dask_cluster(2) as (address, workers):
         run = start("-m", "det_nb.trials", notebook.name, "--seed", str(SEED), "--trials",
@@ -312,13 +314,16 @@ def test_a_killed_worker_loses_no_trial(tmp_path: Path) -> None:
                 time.sleep(0.2)
             killed = int(marker.read_text())
             victim = next(w for w in workers if w.pid == killed)  # a worker runs the kernel
+            with Client(address, timeout=30, set_as_default=False) as client:
+                dead_address = next(a for a, pid in client.run(os.getpid).items()
+                                    if pid == killed)
             os.kill(victim.pid, signal.SIGKILL)
             _, err = run.communicate(timeout=180)
         finally:
             stop(run)
         assert run.returncode == 0, err[-3000:]
     results = {t["trial"]: t for t in json.loads((tmp_path / "out.json").read_text())["trials"]}
-    assert results[0]["error"] is None
+    assert results[0]["error"] is None and results[0]["worker"] != dead_address
     # The re-run of trial 0 gave exactly what an undisturbed run gives.
     plain = write_notebook(tmp_path / "plain.ipynb", SEED_CELL, WORK_CELL)
     expected = run_notebook(plain, env=trial_environment(), seed=SEED, trial=0,
