@@ -232,7 +232,7 @@ def _framework_view(value: object) -> _View:
         return _tensor_view(value, "keras.Variable", lambda: np.asarray(value.numpy()))
     if tf is not None and isinstance(value, getattr(tf, "Variable", ())):
         return _tensor_view(value, "tf.Variable", lambda: np.asarray(value.numpy()))
-    if tf is not None and getattr(tf, "is_tensor", lambda _: False)(value):
+    if tf is not None and _is_tf_tensor(tf, value):
         # EagerTensor.__array__ shares the tensor's memory (tensors are immutable).
         return _tensor_view(value, "tf.Tensor", lambda: np.asarray(value))
     if torch is not None and isinstance(value, getattr(torch, "Tensor", ())):
@@ -247,6 +247,14 @@ def _framework_view(value: object) -> _View:
             # so the same model built twice has different paths but must compare equal.
             return _View("attrs", kind, {"weights": weights}, f"{kind} ({len(weights)} weights)")
     return _bad(value, _why_unsupported(value))
+
+
+def _is_tf_tensor(tf: Any, value: object) -> bool:
+    """``tf.is_tensor``, which reads attributes: a ``__getattr__`` that raises means no."""
+    try:
+        return bool(getattr(tf, "is_tensor", lambda _: False)(value))
+    except Exception:
+        return False
 
 
 def _tensor_view(value: Any, kind: str, to_array: Callable[[], np.ndarray]) -> _View:

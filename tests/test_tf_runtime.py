@@ -7,10 +7,14 @@ has started, so ``%det_seed`` before ``import tensorflow`` must leave it unstart
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from conftest import run_python
 
-pytest.importorskip("tensorflow")
+# Not imported here: every test runs TensorFlow in a fresh interpreter.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                reason="TensorFlow is not installed")
 
 TRIAL_SEED = 1129302213  # experiment 42, trial 3 (DESIGN.md)
 
