@@ -500,6 +500,7 @@ def run_trials(
     verify: int = 0,
     timeout: float = DEFAULT_TIMEOUT,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    progress: Callable[[str], object] | None = None,
 ) -> TrialsResult:
     """Run ``notebook`` once per trial, each in a fresh kernel with its lineage in force.
 
@@ -508,6 +509,7 @@ def run_trials(
     ``scheduler`` (``tcp://host:port``), else an embedded LocalCluster of ``workers``
     single-threaded processes (default: one per core), else the given ``executor``.
     ``verify``: re-run that many trials (chosen by the seed) on another worker and compare.
+    ``progress`` is called with a line as each trial and verification finishes.
     Raises ValueError on bad input before anything runs, OSError when the scheduler
     cannot be reached within ``connect_timeout`` seconds.
     """
@@ -518,11 +520,11 @@ def run_trials(
                                 or not 1 <= workers <= 1024):
         raise ValueError(f"workers must be an integer in [1, 1024], got {workers!r}")
     if executor is not None:
-        results, checks = _execute(plan, executor, lambda _worker: executor)
+        results, checks = _execute(plan, executor, lambda _worker: executor, progress)
     else:
         with _dask_client(workers, scheduler, connect_timeout) as client:
             results, checks = _execute(plan, client.get_executor(pure=False),
-                                       lambda worker: _elsewhere(client, worker))
+                                       lambda worker: _elsewhere(client, worker), progress)
     first = plan.jobs[0]
     return TrialsResult(plan.notebook.name, first.experiment_seed, first.scheme, first.collect,
                         results, checks)
@@ -607,6 +609,7 @@ def _elsewhere(client: Any, worker: str | None) -> concurrent.futures.Executor:
 def _execute(
     plan: _Plan, executor: concurrent.futures.Executor,
     elsewhere: Callable[[str | None], concurrent.futures.Executor],
+    progress: Callable[[str], object] | None,
 ) -> tuple[list[TrialResult], list[Verification]]:
     """Run every job; as a chosen trial finishes, start its re-run on another worker."""
     jobs = {job.trial: job for job in plan.jobs}
@@ -618,6 +621,10 @@ def _execute(
             job = futures[future]
             result = _outcome(future, job)
             results[job.trial] = result
+            if progress is not None:
+                outcome = f"failed: {result.error}" if result.error else "done"
+                progress(f"[{len(results)}/{len(jobs)}] trial {job.trial} {outcome} "
+                         f"({result.seconds:.1f} s)")
             if job.trial in plan.verify:
                 again[elsewhere(result.worker).submit(run_trial, job)] = result
         checks = []
@@ -625,6 +632,9 @@ def _execute(
             second = _outcome(future, jobs[first.trial])
             checks.append(Verification(first.trial, first.worker, second.worker,
                                        compare(first, second)))
+            if progress is not None:
+                progress(f"verified trial {first.trial}: "
+                         f"{'identical' if not checks[-1].differences else 'differs'}")
     except BaseException:
         for future in [*futures, *again]:
             future.cancel()
@@ -705,6 +715,7 @@ def main(argv: list[str]) -> int:
             args.notebook, args.seed, args.trials, scheme=args.scheme, collect=collect,
             workers=args.workers, scheduler=args.scheduler, verify=args.verify,
             timeout=args.timeout, connect_timeout=args.connect_timeout,
+            progress=lambda line: print(line, flush=True),
         )
     except (ValueError, OSError, ImportError) as error:
         print(f"{parser.prog}: error: {_first_line(error)}", file=sys.stderr)
@@ -714,6 +725,7 @@ def main(argv: list[str]) -> int:
             "the cluster it started is stopped")
         print(f"{parser.prog}: interrupted; {where}", file=sys.stderr)
         return 130
+    print()
     print(result.summary(minimize=args.minimize, maximize=args.maximize))
     if args.out is not None:
         print(f"written to {result.write(args.out)}")
