@@ -85,9 +85,11 @@ def parse_trials(spec: str) -> list[int]:
         if len(trials) + high - low + 1 > MAX_TRIALS:
             raise ValueError(f"at most {MAX_TRIALS} trials per run, got {spec!r}")
         trials.extend(range(low, high + 1))
-    repeated = sorted({trial for trial in trials if trials.count(trial) > 1})
-    if repeated:
-        raise ValueError(f"{allowed}, each trial once; {spec!r} repeats {repeated[0]}")
+    seen: set[int] = set()
+    for trial in trials:
+        if trial in seen:
+            raise ValueError(f"{allowed}, each trial once; {spec!r} repeats {trial}")
+        seen.add(trial)
     return trials
 
 
@@ -546,8 +548,8 @@ def _dask_client(workers: int | None, scheduler: str | None,
             except (OSError, TimeoutError, ValueError) as error:
                 raise OSError(f"cannot reach the Dask scheduler at {scheduler!r} within "
                               f"{connect_timeout:g} s: {_first_line(error)}") from None
-        with client:
-            yield client
+            with client:
+                yield client
         return
     count = workers or os.cpu_count() or 1
     # On loopback only; the scheduler's HTTP server (health routes; no dashboard) takes a
