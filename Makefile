@@ -38,6 +38,7 @@ lint: $(VENV)/.test-installed
 
 test: $(VENV)/.test-installed browser lint
 	$(PY) -m pytest --nbval --nbval-current-env tests notebooks
+	$(PY) -m pytest --det-verify notebooks
 
 # Re-execute the notebooks in fresh kernels and store their outputs. TensorFlow's C++
 # start-up log goes to the kernel's own stderr, not into the notebook, as under nbval
