@@ -71,6 +71,11 @@ class Dashboard:
             description="deterministic ops", indent=False, layout=widgets.Layout(width="auto"),
             tooltip="TensorFlow op determinism and torch deterministic algorithms.",
         ).add_class("det-nb-deterministic-ops")
+        self.portable = widgets.Checkbox(
+            description="portable kernels", indent=False, layout=widgets.Layout(width="auto"),
+            tooltip="Pin CPU kernels to x86-64-v3 (AVX2 + FMA) before libraries load, so "
+            "floats agree across CPUs.",
+        ).add_class("det-nb-portable")
         self.workers = widgets.BoundedIntText(
             description="worker seeds", min=0, max=MAX_WORKERS, style=text_style,
             layout=widgets.Layout(width="150px"),
@@ -88,14 +93,14 @@ class Dashboard:
             self.lineage_view,
             widgets.HBox([self.seed_field, self.trial_field, self.reseed_button], layout=row),
             widgets.HBox([self.single_thread, self.thread_count, self.deterministic_ops,
-                          self.workers], layout=row),
+                          self.portable, self.workers], layout=row),
             self.threads_note,
             self.error,
             self.status_view,
         ]).add_class("det-nb-dashboard")
 
         for control in (self.seed_field, self.trial_field, self.single_thread,
-                        self.thread_count, self.deterministic_ops):
+                        self.thread_count, self.deterministic_ops, self.portable):
             control.observe(self._on_control, names="value")
         self.workers.observe(self._on_workers, names="value")
         self.reseed_button.on_click(self._on_reseed)
@@ -117,6 +122,7 @@ class Dashboard:
                 self.thread_count.value = settings.threads or 0
             self.thread_count.disabled = settings.threads == 1
             self.deterministic_ops.value = settings.deterministic_ops
+            self.portable.value = settings.portable
         self.error.value = ""
         self.verdict_view.value = report.verdict_html()
         self.lineage_view.value = self._lineage_html()
@@ -196,7 +202,8 @@ class Dashboard:
         threads = self.session.settings.threads
         mode = {None: "left to TensorFlow", 1: "single-thread"}.get(threads, f"pinned to {threads}")
         ops = "on" if self.session.settings.deterministic_ops else "off"
-        return f"TensorFlow threads {mode}; deterministic ops {ops}"
+        kernels = "portable" if self.session.settings.portable else "native"
+        return f"TensorFlow threads {mode}; deterministic ops {ops}; CPU kernels {kernels}"
 
     def _lineage_html(self) -> str:
         lineage = self._report.lineage
@@ -265,6 +272,7 @@ class Dashboard:
             self._lineage_in_force()
             and self._threads() == settings.threads
             and self.deterministic_ops.value == settings.deterministic_ops
+            and self.portable.value == settings.portable
         )
 
     def _apply(self, *, restart: bool) -> None:
@@ -276,7 +284,8 @@ class Dashboard:
             lineage = self.session.lineage
             # Settings without a control here (per-cell seeding) stay as they are.
             settings = {**dataclasses.asdict(self.session.settings), "threads": self._threads(),
-                        "deterministic_ops": self.deterministic_ops.value}
+                        "deterministic_ops": self.deterministic_ops.value,
+                        "portable": self.portable.value}
             if self._lineage_in_force():  # keep where the seed came from (assigned, cluster)
                 self.session.apply(lineage, Settings(**settings))
                 return

@@ -190,6 +190,20 @@ def test_deterministic_ops_toggle_applies_and_shows(dashboard) -> None:
     assert get_session().settings.deterministic_ops is False
 
 
+def test_portable_toggle_applies_and_shows(dashboard) -> None:
+    assert dashboard.portable.value is True
+    dashboard.portable.value = False
+    try:
+        assert get_session().settings.portable is False
+        assert get_session().status().check("cpu kernels").state == "off"
+        assert "CPU kernels native" in dashboard.text()
+    finally:
+        dashboard.portable.value = True
+    assert get_session().settings.portable is True
+    assert get_session().status().check("cpu kernels").state == "ok"
+    assert "CPU kernels portable" in dashboard.text()
+
+
 def test_thread_count_after_tf_started_shows_it_is_not_in_force(dashboard) -> None:
     tf.constant(1.0) + 1  # TF's runtime is up: thread counts are fixed now
     dashboard.single_thread.value = False
