@@ -278,7 +278,7 @@ class _Tracker:
         try:
             return snapshot(value)
         except ValueError as error:
-            track.unchecked = f"{type(value).__name__}: {error}"
+            track.unchecked = str(error)
             return None
 
     def _watch(self, name: str, value: object) -> bool:

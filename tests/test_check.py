@@ -336,6 +336,30 @@ def test_det_check_lists_objects_whose_own_code_raises_as_unchecked(shell, capsy
     """)
 
 
+def test_a_value_whose_own_code_fails_only_when_copied_is_unchecked(ipy: InteractiveShell) -> None:
+    """Changed in place, a value is copied for the next comparison; if that raises, the name
+    is unchecked and the check goes on."""
+    ipy.run_cell(textwrap.dedent("""\
+        import sys
+
+        class CopyShy(list):
+            def __iter__(self):
+                frame = sys._getframe()
+                while frame is not None:
+                    if frame.f_code.co_name == "_snapshot":
+                        raise RuntimeError("cannot be copied")
+                    frame = frame.f_back
+                return super().__iter__()
+
+        shy = CopyShy()
+    """))
+    report = check(ipy, "shy.append(1)\nsteps = len(shy)")
+    assert report.error is None
+    assert [(u.name, u.reason) for u in report.unchecked] == [
+        ("shy", "cannot snapshot CopyShy: reading it raised RuntimeError: cannot be copied")
+    ]
+
+
 # -- TensorFlow and Keras --------------------------------------------------------------
 
 
