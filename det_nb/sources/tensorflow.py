@@ -108,6 +108,7 @@ class TensorFlow(Source):
         generator = self._made()
         if generator is None:
             self._pending = state["state"].copy()
+            self._wrap(_random_ops())
             return ("global Generator state, made from it on first use (op-level seeds cannot "
                     "be restored)")
         # In place: a Generator object the user holds resumes too.
