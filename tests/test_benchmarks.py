@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 # Loaded by path under its own name: benchmarks/ is not a package and stays off sys.path.
@@ -18,8 +21,42 @@ Goal, Row, interleave = bench.Goal, bench.Row, bench.interleave
 ROWS = [
     "load", "seed", "dashboard (first)", "dashboard (update)", "modes: single-thread",
     "modes: pinned {n}", "modes: op determinism", "modes: both", "fingerprint",
-    "check (keras)", "check (svd)",
+    "check (keras)", "check (svd)", "portable: numpy", "portable: torch", "portable: keras",
+    "verify", "trials",
 ]
+# TF threads (intra, inter) and op determinism each mode must have read back from TF
+# ({n}: the core count; 0: TF's default pools).
+MODES = {
+    "modes: single-thread": ([1, 1], False), "modes: pinned {n}": (["{n}", "{n}"], False),
+    "modes: op determinism": ([0, 0], True), "modes: both": ([1, 1], True),
+}
+
+
+def check_numbers_follow_from_the_values(row: dict) -> None:
+    """A row's ratios, medians and verdict, recomputed from the times it stored."""
+    baseline, candidate = row["baseline_values"], row["candidate_values"]
+    assert all(value > 0 for value in baseline + candidate), row["row"]
+    pairs = list(zip(baseline, candidate, strict=True))
+    if row["ratio_is"] == "candidate / baseline":
+        ratios = [c / b for b, c in pairs]
+    else:
+        assert row["ratio_is"] == "baseline / candidate"
+        ratios = [b / c for b, c in pairs]
+    assert row["ratio"] == pytest.approx(
+        {"min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)})
+    assert row["baseline_median"] == pytest.approx(statistics.median(baseline))
+    assert row["candidate_median"] == pytest.approx(statistics.median(candidate))
+    extra = [(c - b) * 1000 for b, c in pairs]
+    if row["unit"] == "s":
+        assert row["extra_ms"]["median"] == pytest.approx(statistics.median(extra))
+    goal = row["goal"]
+    if goal is None:
+        assert row["met"] is None
+        return
+    measured = statistics.median(extra if goal["metric"] == "extra_ms" else ratios)
+    within = measured <= goal["value"] if goal["op"] == "<=" else measured >= goal["value"]
+    facts_hold = all(value is True for value in row["facts"].values() if isinstance(value, bool))
+    assert row["met"] is (within and facts_hold), row["row"]
 
 
 def test_interleave_alternates_order_and_drops_warmups() -> None:
@@ -64,12 +101,22 @@ def test_quick_run_prints_the_table_and_writes_its_json(tmp_path: Path) -> None:
         result["versions"])
     names = [row["row"] for row in result["rows"]]
     assert names == [name.format(n=cores) for name in ROWS]
+    table = done.stdout.splitlines()
     for row in result["rows"]:
-        assert set(row["ratio"]) == {"min", "median", "max"}
         assert row["pairs"] == len(row["baseline_values"]) == len(row["candidate_values"]) >= 1
-        assert row["met"] in (True, False, None)
-        assert (row["goal"] is None) == (row["met"] is None)
-        assert row["row"] in done.stdout
-    assert result["rows"][0]["facts"] == {"no ML framework in sys.modules": True}
+        check_numbers_follow_from_the_values(row)
+        line = next(line for line in table if line.startswith(row["row"] + "  "))
+        shown = {"PASS": row["met"] is True, "FAIL": row["met"] is False}
+        assert all((f"  {word}" in line) is wanted for word, wanted in shown.items()), line
+    by_name = {row["row"]: row for row in result["rows"]}
+    assert by_name["load"]["facts"] == {"no ML framework in sys.modules": True}
+    for name in ("check (keras)", "check (svd)"):
+        assert by_name[name]["facts"]["verdict deterministic"] is True
+    assert by_name["trials"]["facts"]["same losses on the cluster as in one process"] is True
+    for name, (threads, op_determinism) in MODES.items():
+        facts = by_name[name.format(n=cores)]["facts"]
+        assert facts["TF threads (intra, inter)"] == [
+            cores if count == "{n}" else count for count in threads]
+        assert facts["op determinism"] is op_determinism
     assert "ratio min / median / max" in done.stdout
     assert f"cores {cores}" in done.stdout
