@@ -280,7 +280,7 @@ class Session:
             return Check(name, "warn", f"seeding failed: {self._failed[name]}",
                          "fix the error above, then run %det_seed again")
         if source.loaded() is None:
-            return Check(name, "ok", f"not imported yet: seeded with {seed} at import")
+            return Check(name, "ok", f"not imported yet: {source.pending(seed)}")
         if name not in self._seeded:
             return Check(name, "warn", "imported but not seeded (det_nb was unloaded meanwhile)",
                          "run %det_seed again")

@@ -58,3 +58,15 @@ except ValueError as error:
 """)
     assert result == {"error": "det_nb is not seeded yet: run %det_seed SEED or "
                                "det_nb.seed(SEED) first"}
+
+
+def test_jax_not_imported_yet_is_not_said_to_be_seeded_at_import() -> None:
+    result = run_python("""
+        import json, sys
+        import det_nb
+        det_nb.seed(42, trial=3)
+        check = det_nb.status().check("jax")
+        print(json.dumps(["jax" in sys.modules, check.state, check.detail]))
+    """)
+    assert result == [False, "ok", "not imported yet: nothing to seed at import; "
+                      "det_nb.jax_key() = jax.random.key(1129302213)"]

@@ -42,6 +42,10 @@ class Source(ABC):
     def seed(self, seed: int) -> str:
         """Seed the source's global state; return what was seeded, in words."""
 
+    def pending(self, seed: int) -> str:
+        """What happens at import, for the status of a framework not imported yet."""
+        return f"seeded with {seed} at import"
+
     def configure(self, settings: Settings) -> None:  # noqa: B027 - most sources have none
         """Apply thread and op-determinism settings; runs before :meth:`seed`."""
 

@@ -13,3 +13,6 @@ class Jax(Source):
 
     def seed(self, seed: int) -> str:
         return f"no global state; det_nb.jax_key() = jax.random.key({seed})"
+
+    def pending(self, seed: int) -> str:
+        return f"nothing to seed at import; det_nb.jax_key() = jax.random.key({seed})"
