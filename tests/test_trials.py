@@ -126,7 +126,7 @@ def describe(pid: int) -> str:
     return f"{pid}: gone"
 
 
-def assert_none_left(tag: str, within: float = 20) -> None:
+def assert_none_left(tag: str, within: float = 60) -> None:
     """Wait until no process marked ``tag`` is alive (kernels exit when their worker dies)."""
     deadline = time.monotonic() + within
     while marked_processes(tag):
@@ -344,11 +344,12 @@ def test_ctrl_c_stops_the_cluster_and_its_kernels(tmp_path: Path) -> None:
             assert time.monotonic() < deadline and run.poll() is None, "trials never ran"
             time.sleep(0.2)
         os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        _, err = run.communicate(timeout=60)
+        _, err = run.communicate(timeout=120)
         assert run.returncode == 130, err[-3000:]
-        assert err.splitlines() == ["python -m det_nb trials: interrupted; the cluster it "
-                                    "started is stopped"], err
-        assert_none_left(tag, within=30)
+        # A loaded machine may add a warning of Dask's; never a traceback.
+        assert err.splitlines()[-1] == ("python -m det_nb trials: interrupted; the cluster it "
+                                        "started is stopped") and "Traceback" not in err, err
+        assert_none_left(tag, within=60)
     finally:
         stop(run)
 
