@@ -594,3 +594,25 @@ def test_the_kernel_command_refuses_what_the_magic_refuses(
     assert exited.value.code == 2
     assert "seed must be an integer in [0, 2147483647]" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_det_check_of_shared_references_40_deep_ends_at_once_and_compares(
+    shell, folder: Path
+) -> None:
+    cell = "deep = []\nfor _ in range(40):\n    deep = [deep, deep]"
+    printed = outcome(lambda: shell.run_cell_magic("det_check", "", cell), UsageError,
+                      folder).printed
+    assert printed.splitlines()[:3] == [
+        "deterministic across 2 runs", "compared:", "  deep: list (len 2)"]
+
+
+def test_det_check_lists_an_object_whose_getattr_raises_as_unchecked(shell, folder: Path) -> None:
+    cell = ("class Hostile:\n    def __getattr__(self, name):\n        raise RuntimeError('no')\n"
+            "hostile = Hostile()\ndrawn = random.random()")
+    shell.run_cell("import random")
+    printed = outcome(lambda: shell.run_cell_magic("det_check", "", cell), UsageError,
+                      folder).printed
+    assert "deterministic across 2 runs for the compared names" in printed
+    assert "  drawn: float" in printed
+    unchecked = printed.split("unchecked:\n", 1)[1]
+    assert "  hostile: " in unchecked
