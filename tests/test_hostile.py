@@ -354,6 +354,14 @@ def damaged_bytes(draw: st.DrawFn, data: bytes) -> bytes:
 
 
 @st.composite
+def duplicate_key(draw: st.DrawFn, text: str) -> str:
+    """The JSON object ``text`` with one of its top-level keys given again, first."""
+    key = draw(st.sampled_from(sorted(json.loads(text))))
+    extra = json.dumps({key: draw(json_values())})[1:-1]
+    return "{" + extra + ", " + text.lstrip()[1:]
+
+
+@st.composite
 def record_files(draw: st.DrawFn, valid: bytes) -> bytes:
     """A valid record's JSON mutated, its text given a duplicate key, or its bytes damaged."""
     how = draw(st.sampled_from(["json", "json", "text", "text", "duplicate", "bytes"]))
@@ -363,9 +371,7 @@ def record_files(draw: st.DrawFn, valid: bytes) -> bytes:
     if how == "text":
         return encoded(draw(retexted(document)), draw(st.booleans()))
     if how == "duplicate":
-        key = draw(st.sampled_from(sorted(document)))
-        extra = json.dumps({key: draw(json_values())})[1:-1]
-        return b"{" + extra.encode("utf-8", "surrogatepass") + b", " + valid.lstrip()[1:]
+        return draw(duplicate_key(valid.decode("utf-8"))).encode("utf-8", "surrogatepass")
     return encoded(draw(mutated_json(document)), draw(st.booleans()))
 
 
@@ -411,7 +417,8 @@ def mutated_array(draw: st.DrawFn, array: np.ndarray) -> np.ndarray:
 def state_files(draw: st.DrawFn, valid: bytes) -> bytes:
     """A valid state file with a mutated array or metadata, a member added or dropped,
     or its bytes damaged."""
-    how = draw(st.sampled_from(["array", "array", "meta", "meta", "drop", "add", "bytes"]))
+    how = draw(st.sampled_from(["array", "array", "meta", "meta", "duplicate", "drop", "add",
+                                "bytes"]))
     if how == "bytes":
         return draw(damaged_bytes(valid))
     with np.load(io.BytesIO(valid), allow_pickle=False) as stored:
@@ -420,6 +427,8 @@ def state_files(draw: st.DrawFn, valid: bytes) -> bytes:
     if how == "meta":
         meta = draw(mutated_json(json.loads(str(arrays["meta"]))))
         arrays["meta"] = np.array(json.dumps(meta, ensure_ascii=draw(st.booleans())))
+    elif how == "duplicate":
+        arrays["meta"] = np.array(draw(duplicate_key(str(arrays["meta"]))))
     elif how == "drop":
         del arrays[draw(st.sampled_from(names))]
     elif how == "add":
