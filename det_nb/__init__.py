@@ -15,8 +15,8 @@ from det_nb.status import Report
 
 __all__ = [
     "Lineage", "Report", "jax_key", "lineage", "load_ipython_extension", "load_record",
-    "load_state", "record", "reseed", "rng", "save_record", "save_state", "seed", "status",
-    "unload_ipython_extension", "worker_seed",
+    "load_state", "record", "reseed", "rng", "run_trials", "save_record", "save_state", "seed",
+    "status", "unload_ipython_extension", "worker_seed",
 ]
 __version__ = "0.1.0"
 
@@ -121,3 +121,12 @@ def unload_ipython_extension(ipython: Any) -> None:
     from det_nb.extension import unload
 
     unload(ipython)
+
+
+def __getattr__(name: str) -> object:
+    """``det_nb.run_trials``, imported on first use (it brings the notebook runner)."""
+    if name == "run_trials":
+        from det_nb.trials import run_trials
+
+        return run_trials
+    raise AttributeError(f"module 'det_nb' has no attribute {name!r}")

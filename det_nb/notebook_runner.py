@@ -102,18 +102,19 @@ def run_notebook(
     collect: Sequence[str] = (),
     timeout: float = 600,
     kernel_name: str = "python3",
+    scheme: str | None = None,
 ) -> NotebookRun:
     """Execute ``path`` top to bottom in a fresh kernel and fingerprint every code cell.
 
-    ``env`` is added to the kernel's environment. With ``seed`` (and ``trial``), the
-    notebook's ``%det_seed`` lines take them (their other flags stand), and a notebook
-    without one is seeded before its first cell. ``collect``: names read after the last
+    ``env`` is added to the kernel's environment. With ``seed`` (and ``trial``, and
+    ``scheme``), the notebook's ``%det_seed`` lines take them (their other flags stand), and
+    a notebook without one is seeded before its first cell. ``collect``: names read after the last
     cell (JSON values as they are, other values as :class:`NameFingerprint`; undefined
     names are left out). A cell error stops the run and is reported in ``error``.
     ValueError (one line) for a path that is not a readable notebook or bad arguments.
     """
     notebook = load_notebook(path)
-    prepare_seed(notebook, seed, trial)
+    prepare_seed(notebook, seed, trial, scheme)
     collect = validate_names(collect)
 
     async def one_run() -> NotebookRun:
@@ -156,16 +157,22 @@ def load_notebook(path: str | os.PathLike[str]) -> Any:
     return notebook
 
 
-def prepare_seed(notebook: Any, seed: int | None, trial: int | None) -> None:
-    """Make the notebook run under ``seed`` and ``trial`` (in place); None leaves it as is.
+def prepare_seed(notebook: Any, seed: int | None, trial: int | None,
+                 scheme: str | None = None) -> None:
+    """Make the notebook run under ``seed``, ``trial`` and ``scheme`` (in place).
 
-    Every ``%det_seed`` line keeps its flags but takes the seed and trial; a notebook
-    without one gets a seeding step before its first cell (see :class:`KernelRun`).
+    None leaves it as is. Every ``%det_seed`` line keeps its other flags but takes the seed,
+    trial and scheme; a notebook without one gets a seeding step before its first cell
+    (see :class:`KernelRun`).
     """
     if seed is None:
-        if trial is not None:
-            raise ValueError("a trial needs an experiment seed: give seed too")
+        if trial is not None or scheme is not None:
+            raise ValueError("a trial or scheme needs an experiment seed: give seed too")
         return
+    if scheme is not None:
+        from det_nb.lineage import validate_scheme
+
+        validate_scheme(scheme)
     for number, name in ((seed, "seed"), (trial, "trial")):
         if number is not None and (
             isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < 2**31
@@ -176,35 +183,36 @@ def prepare_seed(notebook: Any, seed: int | None, trial: int | None) -> None:
         if cell.cell_type != "code":
             continue
         source, count = _DET_SEED_LINE.subn(
-            lambda match: _reseeded(match, seed, trial), cell.source
+            lambda match: _reseeded(match, seed, trial, scheme), cell.source
         )
         if count:
             cell.source, found = source, True
     if not found:
-        notebook.metadata["det_nb_seed"] = {"seed": seed, "trial": trial}
+        notebook.metadata["det_nb_seed"] = {"seed": seed, "trial": trial, "scheme": scheme}
 
 
-def _reseeded(match: re.Match[str], seed: int, trial: int | None) -> str:
-    """A ``%det_seed`` line with its seed, trial and --load replaced."""
+def _reseeded(match: re.Match[str], seed: int, trial: int | None, scheme: str | None) -> str:
+    """A ``%det_seed`` line with its seed, trial (and scheme) replaced and --load dropped."""
     try:
         tokens = shlex.split(match["args"])
     except ValueError:
         tokens = match["args"].split()
-    kept = _keep_option_values(tokens)
-    extra = f" --trial {trial}" if trial is not None else ""
+    kept = _keep_option_values(tokens, ("--scheme",) if scheme else ())
+    extra = (f" --trial {trial}" if trial is not None else "") + (
+        f" --scheme {scheme}" if scheme else "")
     rest = f" {shlex.join(kept)}" if kept else ""
     return f"{match['indent']}%det_seed {seed}{extra}{rest}"
 
 
-def _keep_option_values(tokens: list[str]) -> list[str]:
-    """The tokens minus the seed, --trial and --load (with their values)."""
+def _keep_option_values(tokens: list[str], replaced: tuple[str, ...] = ()) -> list[str]:
+    """The tokens minus the seed, --trial, --load and ``replaced`` (with their values)."""
     kept: list[str] = []
     position = 0
     while position < len(tokens):
         token = tokens[position]
         option = token.split("=", 1)[0]
         takes_value = option in _VALUE_OPTIONS and "=" not in token
-        if option in ("--trial", "-t", "--load"):
+        if option in ("--trial", "-t", "--load", *replaced):
             position += 2 if takes_value else 1
             continue
         if token.startswith("-"):
@@ -309,7 +317,8 @@ class KernelRun:
             await self._call(f"{_CALL}.install_probe(get_ipython())")
             seeding = self.notebook.metadata.get("det_nb_seed")
             if seeding:
-                await self._call(f"{_CALL}.seed_kernel({seeding['seed']!r}, {seeding['trial']!r})")
+                await self._call(f"{_CALL}.seed_kernel({seeding['seed']!r}, "
+                                 f"{seeding['trial']!r}, {seeding.get('scheme')!r})")
         except Exception as error:  # no such kernel, kernel died at start, probe failed
             self.error = f"the kernel did not start: {_one_line(error)}"
 
@@ -576,13 +585,13 @@ def install_probe(shell: Any) -> str:
     return "null"
 
 
-def seed_kernel(seed: int, trial: int | None) -> str:
+def seed_kernel(seed: int, trial: int | None, scheme: str | None = None) -> str:
     """Kernel side: load det_nb and seed it quietly (a notebook without %det_seed)."""
     shell = _PROBE.shell if _PROBE is not None else None
     assert shell is not None
     shell.run_line_magic("load_ext", "det_nb")
     shell.run_line_magic("det_seed", f"{seed}" + (f" --trial {trial}" if trial is not None else "")
-                         + " --quiet")
+                         + (f" --scheme {scheme}" if scheme else "") + " --quiet")
     return "null"
 
 

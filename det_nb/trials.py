@@ -145,7 +145,7 @@ def run_trial(job: TrialJob) -> TrialResult:
     lineage = Lineage(job.experiment_seed, job.trial, job.scheme)
     with _notebook_here(job) as path:
         run = run_notebook(path, env=job.env, seed=job.experiment_seed, trial=job.trial,
-                           collect=job.collect, timeout=job.timeout)
+                           scheme=job.scheme, collect=job.collect, timeout=job.timeout)
     return TrialResult(
         trial=job.trial, trial_seed=lineage.trial_seed, worker=_worker_name(),
         seconds=run.seconds, collected={k: _plain(v) for k, v in run.collected.items()},
