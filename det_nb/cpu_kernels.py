@@ -79,10 +79,16 @@ _MODULES = ("numpy", "tensorflow", "torch", "jax")
 #: kernel choice (``verify --vary cpu``), not by the user: the portable pins override them.
 EMULATED = "DET_NB_EMULATED_CPU"
 
-# Modules already imported when det_nb first pinned: their kernels were chosen before.
-_loaded_before_pins: set[str] | None = None
+_XLA_CAP = "--xla_cpu_max_isa="
+
 # Whether the pins are in force (None: det_nb has not applied its setting yet).
 _pinned: bool | None = None
+# Per loaded library: whether the pins were in force when det_nb first saw it loaded.
+_loaded_with: dict[str, bool] = {}
+# Variables det_nb set, with the value each had before (None: unset), to take them back.
+_ours: dict[str, str | None] = {}
+# Variables det_nb found set by the user and left alone at the latest apply.
+_left: dict[str, str] = {}
 
 
 def pin_environment() -> dict[str, str]:
@@ -94,28 +100,87 @@ def apply(portable: bool) -> None:
     """Set (or, with ``portable`` False, take back) the pins in ``os.environ``.
 
     Acts on what libraries read when they load; a library loaded already keeps its
-    kernels, which :func:`checks` reports. A variable the process started with is the
-    user's choice and is left as it is.
+    kernels, which :func:`checks` reports. A variable the user set (at start or since)
+    is theirs: it is left as it is and the status names it; ``XLA_FLAGS`` keeps the
+    user's flags and gains only the ISA cap. Taking the pins back restores only what
+    det_nb changed.
     """
-    global _loaded_before_pins, _pinned
+    global _pinned
+    _note_loaded()
     _pinned = portable
-    if portable and _loaded_before_pins is None:
-        _loaded_before_pins = {module for module in _MODULES if module in sys.modules}
-    user = _user_choices()
+    _left.clear()
+    emulated = set(startup_environ().get(EMULATED, "").split())
     for variable, value in pin_environment().items():
-        if variable in user:
-            continue
         if portable:
+            _pin(variable, value, variable in emulated)
+        else:
+            _unpin(variable)
+
+
+def _pin(variable: str, value: str, emulated: bool) -> None:
+    current = os.environ.get(variable)
+    still_ours = current is not None and (
+        value in current.split() if variable == "XLA_FLAGS" else current == value)
+    if variable in _ours and not still_ours:
+        del _ours[variable]  # the user changed it after det_nb set it: theirs now
+    if variable == "XLA_FLAGS":
+        flags = (current or "").split()
+        if value in flags:
+            return
+        if any(flag.startswith(_XLA_CAP) for flag in flags):
+            _left[variable] = current
+            return
+        _ours.setdefault(variable, current)
+        os.environ[variable] = " ".join([*flags, value])
+        return
+    if current is not None and current != value and variable not in _ours and not emulated:
+        _left[variable] = current
+        return
+    _ours.setdefault(variable, current)
+    os.environ[variable] = value
+
+
+def _unpin(variable: str) -> None:
+    if variable not in _ours:
+        return
+    previous = _ours.pop(variable)
+    if variable == "XLA_FLAGS":
+        ours = pin_environment()[variable]
+        kept = [flag for flag in os.environ.get(variable, "").split() if flag != ours]
+        previous = " ".join(kept) if kept or previous is not None else None
+    if previous is None:
+        os.environ.pop(variable, None)
+    else:
+        os.environ[variable] = previous
+
+
+def _note_loaded() -> None:
+    """Note, for each library loaded since the last look, whether the pins were in force."""
+    for module in _MODULES:
+        if module in sys.modules and module not in _loaded_with:
+            _loaded_with[module] = bool(_pinned)
+
+
+def snapshot() -> object:
+    """This module's pins and their bookkeeping, for :func:`restore` (an undo)."""
+    variables = {pin.variable: os.environ.get(pin.variable) for pin in PINS}
+    return _pinned, dict(_loaded_with), dict(_ours), dict(_left), variables
+
+
+def restore(saved: object) -> None:
+    """Put back what :func:`snapshot` took: the pins in ``os.environ`` and their records."""
+    global _pinned
+    _note_loaded()
+    _pinned, loaded_with, ours, left, variables = saved
+    for record, kept in ((_ours, ours), (_left, left)):
+        record.clear()
+        record.update(kept)
+    _loaded_with.update({m: w for m, w in loaded_with.items() if m in _loaded_with})
+    for variable, value in variables.items():
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
             os.environ[variable] = value
-        elif os.environ.get(variable) == value:
-            del os.environ[variable]
-
-
-def _user_choices() -> dict[str, str]:
-    """The start-up environment less the variables that only emulate another CPU."""
-    environ = startup_environ()
-    emulated = set(environ.get(EMULATED, "").split())
-    return {name: value for name, value in environ.items() if name not in emulated}
 
 
 # -- the CPU --------------------------------------------------------------------------
@@ -279,6 +344,7 @@ def record_fields() -> dict[str, object]:
 
 def checks() -> list[Check]:
     """The CPU row, then one row per loaded kernel-picking library, read back now."""
+    _note_loaded()
     rows = [cpu_check(_pinned)]
     for module, parts in kernels_in_use().items():
         rows.append(_library_check(module, parts, bool(_pinned)))
@@ -299,12 +365,12 @@ def _library_check(module: str, parts: dict[str, str], portable: bool) -> Check:
 
 
 def _why(module: str, off: list[str]) -> str:
-    user = _user_choices()
     variables = sorted({_BASELINE_KERNELS[module, part][1] for part in off})
-    set_by_user = [v for v in variables if v in user]
-    if set_by_user:
-        return "since " + ", ".join(f"{v}={user[v]!r} was set at start" for v in set_by_user)
-    if _loaded_before_pins is not None and module in _loaded_before_pins:
+    yours = [v for v in variables if v in _left]
+    if yours:
+        return "since " + ", ".join(f"{v}={_left[v]!r} is your setting, which det_nb leaves"
+                                    for v in yours)
+    if not _loaded_with.get(module, True):
         return f"too late: {_LIBRARY_OF[module]} was loaded before det_nb pinned its kernels"
     if off == ["mkl"]:
         return "since MKL does not take the AVX2 branch on this CPU (it does on Intel CPUs)"

@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import random
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from det_nb.files import (
 from det_nb.lineage import Lineage
 from det_nb.session import NOT_SEEDED, Session
 from det_nb.sources.base import Source, State
+from det_nb.sources.python_random import PythonRandom
 from det_nb.status import Check
 
 #: The state file format this det_nb writes and the only one it reads.
@@ -212,8 +214,9 @@ class Snapshot:
     session: Session
     fields: dict[str, Any]
     states: tuple[tuple[Source, State], ...]
+    python_random: object  # random.getstate(): taken without NumPy, before pins may apply
     rng: dict[str, Any] | None
-    environ: dict[str, str | None]
+    pins: object  # cpu_kernels.snapshot(): the pins in os.environ and their records
 
     def restore(self) -> None:
         """Put the session, every stream and the pins back as they were when taken.
@@ -225,16 +228,13 @@ class Snapshot:
         changed_settings = session.settings != self.fields["settings"]
         for name, value in self.fields.items():
             setattr(session, name, dict(value) if name in _SESSION_RECORDS else value)
-        for variable, value in self.environ.items():
-            if value is None:
-                os.environ.pop(variable, None)
-            else:
-                os.environ[variable] = value
+        cpu_kernels.restore(self.pins)
         if changed_settings and session.lineage is not None:
             for source in session.sources:
                 if source.loaded() is not None:
                     with contextlib.suppress(Exception):  # as when seeding: the status says
                         source.configure(session.settings)
+        random.setstate(self.python_random)
         failed = []
         for source, state in self.states:
             try:
@@ -256,7 +256,9 @@ def snapshot(session: Session) -> Snapshot:
     """
     states = []
     for source in session.sources:
-        if source.loaded() is None:
+        # Python random is kept as random.getstate(): its file form needs NumPy, which must
+        # not load before a seeding that may pin its kernels.
+        if source.loaded() is None or isinstance(source, PythonRandom):
             continue
         try:
             state = source.get_state()
@@ -270,8 +272,8 @@ def snapshot(session: Session) -> Snapshot:
     fields = {name: getattr(session, name) for name in _SESSION_FIELDS}
     fields.update({name: dict(getattr(session, name)) for name in _SESSION_RECORDS})
     return Snapshot(
-        session, fields, tuple(states), session.rng_state(),
-        {pin.variable: os.environ.get(pin.variable) for pin in cpu_kernels.PINS},
+        session, fields, tuple(states), random.getstate(), session.rng_state(),
+        cpu_kernels.snapshot(),
     )
 
 

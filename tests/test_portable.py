@@ -124,7 +124,7 @@ def test_a_variable_set_at_start_is_respected_and_reported():
     state, detail, _fix = result
     assert state == "warn"
     assert "openblas not the baseline" in detail
-    assert "OPENBLAS_CORETYPE='Prescott' was set at start" in detail
+    assert "OPENBLAS_CORETYPE='Prescott' is your setting, which det_nb leaves" in detail
 
 
 def test_a_library_loaded_before_det_nb_is_reported_too_late_with_the_fix():
@@ -190,3 +190,77 @@ def test_numpy_takes_the_pins_without_a_warning():
         print(json.dumps(cpu_kernels.kernels_in_use()["numpy"]))
     """, clean_env())
     assert result == {"openblas": "Haswell", "simd": "X86_V3"}
+
+
+def test_pins_leave_what_the_user_set_and_take_back_only_their_own():
+    result = run_python("""
+        import json, os
+        import det_nb
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+        os.environ["OPENBLAS_CORETYPE"] = "Sandybridge"
+        det_nb.seed(1)
+        pinned = {v: os.environ.get(v) for v in ("XLA_FLAGS", "OPENBLAS_CORETYPE",
+                                                 "ATEN_CPU_CAPABILITY")}
+        os.environ["XLA_FLAGS"] += " --xla_dump_to=somewhere"  # a common JAX idiom, later
+        det_nb.seed(1, portable=False)
+        unpinned = {v: os.environ.get(v) for v in ("XLA_FLAGS", "OPENBLAS_CORETYPE",
+                                                   "ATEN_CPU_CAPABILITY")}
+        det_nb.seed(1)
+        import numpy
+        check = det_nb.status().check("numpy kernels")
+        print(json.dumps([pinned, unpinned, check.state, check.detail]))
+    """, clean_env())
+    pinned, unpinned, state, detail = result
+    assert pinned == {
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_max_isa=AVX2",
+        "OPENBLAS_CORETYPE": "Sandybridge", "ATEN_CPU_CAPABILITY": "avx2",
+    }
+    assert unpinned == {
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_dump_to=somewhere",
+        "OPENBLAS_CORETYPE": "Sandybridge", "ATEN_CPU_CAPABILITY": None,
+    }
+    assert state == "warn"
+    assert "OPENBLAS_CORETYPE='Sandybridge' is your setting, which det_nb leaves" in detail
+
+
+def test_a_library_loaded_while_pins_were_off_is_too_late_once_they_are_on():
+    result = run_python("""
+        import json, det_nb
+        det_nb.seed(1)
+        det_nb.seed(1, portable=False)
+        import numpy
+        det_nb.seed(1)
+        check = det_nb.status().check("numpy kernels")
+        print(json.dumps([check.state, check.detail]))
+    """, clean_env())
+    assert result[0] == "warn"
+    assert "too late: NumPy was loaded before det_nb pinned its kernels" in result[1]
+
+
+def test_a_failed_save_puts_the_pins_back_and_loads_no_numpy():
+    result = run_python("""
+        import json, os, sys
+        from IPython.core.error import UsageError
+        from IPython.core.interactiveshell import InteractiveShell
+        from det_nb import run_record
+        shell = InteractiveShell.instance()
+        shell.run_line_magic("load_ext", "det_nb")
+        shell.run_line_magic("det_seed", "42 --no-portable --quiet")
+
+        def full_disk(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        run_record.save = full_disk
+        try:
+            shell.run_line_magic("det_seed", "7 --portable --save run.json --quiet")
+        except UsageError as error:
+            refused = str(error)
+        import det_nb
+        report = det_nb.status()
+        print(json.dumps([refused, "numpy" in sys.modules, det_nb.lineage().experiment_seed,
+                          os.environ.get("OPENBLAS_CORETYPE"),
+                          report.check("cpu kernels").state]))
+    """, clean_env())
+    refused, numpy_loaded, seed, coretype, cpu_state = result
+    assert "No space left on device" in refused
+    assert (numpy_loaded, seed, coretype, cpu_state) == (False, 42, None, "off")
