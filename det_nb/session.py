@@ -153,7 +153,10 @@ class Session:
         self._hooks.clear()
         self._import_guard.uninstall()
         for source in self.sources:
-            source.close()
+            try:  # one source failing to tidy up must not leave the others half-closed
+                source.close()
+            except Exception as error:
+                warnings.warn(f"det_nb: closing {source.name} failed: {error!r}", stacklevel=2)
         self._listeners.clear()
 
     @property

@@ -81,6 +81,8 @@ class TensorFlow(Source):
         made it, rather than start TF's runtime now.
         """
         self._closed = True
+        if self.loaded() is None:  # never imported: nothing of ours is in TensorFlow
+            return
         if self._made() is None and self._pending is not None:
             return
         if self._wrapper is not None:
