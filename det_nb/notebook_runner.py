@@ -49,6 +49,8 @@ _RAISES_MARKER = "# NBVAL_RAISES_EXCEPTION"
 _DET_SEED_LINE = re.compile(r"^(?P<indent>[ \t]*)%det_seed(?P<args>(?:[ \t].*)?)$", re.MULTILINE)
 #: %det_seed options that take a value (the runner replaces seed, trial and --load).
 _VALUE_OPTIONS = {"--trial", "-t", "--scheme", "--threads", "--save", "--load"}
+#: Larger notebooks are refused before they are read (outputs with images included).
+MAX_NOTEBOOK_BYTES = 256 << 20
 #: Outputs that det_nb's dashboard shows: they describe the environment, which the run
 #: records compare; their text would otherwise make every varied run differ.
 _DASHBOARD_MARK = 'class="det-nb-dashboard"'
@@ -136,25 +138,67 @@ def run_notebook(
 
 
 def load_notebook(path: str | os.PathLike[str]) -> Any:
-    """Read a notebook (nbformat 4); ValueError with one line if it is not one."""
+    """Read a notebook (nbformat 4); ValueError with one line if it is not a valid one.
+
+    Read through :func:`det_nb.files.read_limited` (a FIFO or device is refused, never
+    waited on) and checked against the notebook schema, so a malformed notebook (a
+    kernelspec that is a string, a cell source that is a number) is refused here, before
+    any kernel starts.
+    """
     import nbformat
 
-    where = repr(str(path))
-    target = Path(path)
-    if not target.exists():
-        raise ValueError(f"notebook {where} does not exist")
-    if not target.is_file():
-        raise ValueError(f"notebook {where} is not a file")
+    from det_nb.files import read_limited, shown
+
+    raw = read_limited(path, "notebook", MAX_NOTEBOOK_BYTES)
+    where = shown(path)
     try:
-        notebook = nbformat.read(target, as_version=4)
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read notebook {where}: {error}") from None
+        notebook = nbformat.reads(raw.decode("utf-8-sig"), as_version=4)
+        nbformat.validate(notebook)
+    except UnicodeDecodeError:
+        raise ValueError(f"notebook {where} is not UTF-8 text") from None
     except Exception as error:  # nbformat raises several kinds for bad JSON and schemas
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{where} is not a Jupyter notebook: {first}") from None
-    if notebook.metadata.get("kernelspec", {}).get("language", "python") != "python":
+        raise ValueError(f"{where} is not a Jupyter notebook: {_schema_problem(error)}") from None
+    kernelspec = notebook.metadata.get("kernelspec", {})
+    if kernelspec.get("language", "python") != "python":
         raise ValueError(f"notebook {where} is not a Python notebook")
+    for index, cell in enumerate(notebook.cells, start=1):
+        if not isinstance(cell.source, str):
+            raise ValueError(f"{where} is not a Jupyter notebook: cell {index}'s source "
+                             "is not text")
     return notebook
+
+
+def _schema_problem(error: Exception) -> str:
+    """The first line of a reading or validation error, with where in the notebook it is."""
+    from det_nb.files import printable
+
+    lines = str(error).strip().splitlines()
+    first = printable(lines[0]) if lines else type(error).__name__
+    location = getattr(error, "absolute_path", None) if hasattr(error, "original") else None
+    if location:
+        first = f"{'.'.join(str(part) for part in location)}: {first}"
+    return first[:200]
+
+
+def refuse_notebook_target(target: str | os.PathLike[str],
+                           notebooks: Sequence[str | os.PathLike[str]], option: str) -> None:
+    """ValueError (one line) if the output file ``target`` is one of ``notebooks``.
+
+    Written output must never replace the user's notebook: the same file when both exist
+    (links and hard links included), else the same resolved path.
+    """
+    from det_nb.files import shown
+
+    written = Path(os.fspath(target)).expanduser()
+    for notebook in notebooks:
+        given = Path(os.fspath(notebook)).expanduser()
+        try:
+            same = os.path.samefile(written, given)
+        except OSError:
+            same = os.path.realpath(written) == os.path.realpath(given)
+        if same:
+            raise ValueError(f"{option} {shown(target)} is the notebook {shown(notebook)}: "
+                             f"give {option} another file")
 
 
 def prepare_seed(notebook: Any, seed: int | None, trial: int | None,
@@ -205,14 +249,28 @@ def _reseeded(match: re.Match[str], seed: int, trial: int | None, scheme: str | 
 
 
 def _keep_option_values(tokens: list[str], replaced: tuple[str, ...] = ()) -> list[str]:
-    """The tokens minus the seed, --trial, --load and ``replaced`` (with their values)."""
+    """The tokens minus the seed, --trial, --load and ``replaced`` (with their values).
+
+    Short options may be combined or carry their value (``-t3``, ``-qt3``, ``-qt 3``):
+    the trial part goes, the other flags stay.
+    """
     kept: list[str] = []
     position = 0
     while position < len(tokens):
         token = tokens[position]
+        if token.startswith("-") and not token.startswith("--") and len(token) > 1:
+            letters = token[1:]
+            trial_at = letters.find("t")  # the only short option that takes a value
+            if trial_at < 0:
+                kept.append(token)
+            elif trial_at > 0:
+                kept.append(f"-{letters[:trial_at]}")
+            # "-t" or "-qt" alone: the trial's value is the next token
+            position += 2 if trial_at == len(letters) - 1 else 1
+            continue
         option = token.split("=", 1)[0]
         takes_value = option in _VALUE_OPTIONS and "=" not in token
-        if option in ("--trial", "-t", "--load", *replaced):
+        if option in ("--trial", "--load", *replaced):
             position += 2 if takes_value else 1
             continue
         if token.startswith("-"):
@@ -222,6 +280,29 @@ def _keep_option_values(tokens: list[str], replaced: tuple[str, ...] = ()) -> li
                 position += 1
         position += 1
     return kept
+
+
+def refuse_repeated_options(parser: Any, argv: Sequence[str]) -> None:
+    """ValueError (one line) for an option given twice: an error, not "the last one wins".
+
+    Options that collect (``append``) may repeat. Like ``%det_seed``'s parser, which
+    refuses ``--trial 3 --trial 4``. Call it with a parser that allows no abbreviations.
+    """
+    import argparse
+
+    given: set[str] = set()
+    for token in argv:
+        if token == "--":
+            break
+        name = token.split("=", 1)[0]
+        if not token.startswith("--"):
+            name = token[:2]  # "-n3": a short option with its value attached
+        action = parser._option_string_actions.get(name)
+        if action is None or isinstance(action, argparse._AppendAction):
+            continue
+        if action.dest in given:
+            raise ValueError(f"argument {'/'.join(action.option_strings)}: given more than once")
+        given.add(action.dest)
 
 
 def validate_names(names: Sequence[str]) -> tuple[str, ...]:
