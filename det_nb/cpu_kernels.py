@@ -240,7 +240,10 @@ def kernels_in_use() -> dict[str, dict[str, str]]:
     """Per loaded library, the kernel or ISA each of its parts runs, read back now."""
     found: dict[str, dict[str, str]] = {}
     if "numpy" in sys.modules:
-        found["numpy"] = {"openblas": _openblas_core(), "simd": _numpy_simd()}
+        found["numpy"] = {"simd": _numpy_simd()}
+        core = _openblas_core()
+        if core is not None:  # None: NumPy on another BLAS (MKL, Accelerate), not pinned here
+            found["numpy"] = {"openblas": core, **found["numpy"]}
     if "tensorflow" in sys.modules:
         found["tensorflow"] = {"onednn": _tf_onednn(), "xla": _xla_isa()}
     if "torch" in sys.modules:
@@ -252,13 +255,14 @@ def kernels_in_use() -> dict[str, dict[str, str]]:
     return found
 
 
-def _openblas_core() -> str:
+def _openblas_core() -> str | None:
+    """The core type of the OpenBLAS NumPy loaded, or None where NumPy uses no OpenBLAS."""
     from threadpoolctl import threadpool_info
 
-    for pool in threadpool_info():
-        if pool.get("internal_api") == "openblas" and "numpy" in pool.get("filepath", ""):
-            return pool.get("architecture") or "unknown"
-    return "not found"
+    pools = [pool for pool in threadpool_info() if pool.get("internal_api") == "openblas"]
+    # NumPy's wheels bundle their own OpenBLAS; prefer it over one another library loaded.
+    pools.sort(key=lambda pool: "numpy" not in pool.get("filepath", ""))
+    return (pools[0].get("architecture") or "unknown") if pools else None
 
 
 def _numpy_simd() -> str:

@@ -213,11 +213,14 @@ class Session:
     def jax_key(self) -> Any:
         """``jax.random.key(seed)`` with the seed in force (trial seed, or the cell's seed).
 
-        Imports JAX: call it only where JAX is used.
+        Imports JAX: call it only where JAX is used (ValueError where it is not installed).
         """
-        import jax
-
         self._require_lineage()
+        try:
+            import jax
+        except ImportError as error:
+            raise ValueError(f"det_nb.jax_key() needs JAX, which cannot be imported here "
+                             f"({error}): pip install jax") from None
         return jax.random.key(self.applied_seed)
 
     def worker_seed(self, worker: int) -> int:

@@ -70,3 +70,18 @@ def test_jax_not_imported_yet_is_not_said_to_be_seeded_at_import() -> None:
     """)
     assert result == [False, "ok", "not imported yet: nothing to seed at import; "
                       "det_nb.jax_key() = jax.random.key(1129302213)"]
+
+
+def test_jax_key_without_jax_is_one_line() -> None:
+    result = run_python("""
+        import json, sys
+        sys.modules["jax"] = None  # as where JAX is not installed
+        import det_nb
+        det_nb.seed(1)
+        try:
+            det_nb.jax_key()
+        except ValueError as error:
+            print(json.dumps(str(error)))
+    """)
+    assert result.startswith("det_nb.jax_key() needs JAX, which cannot be imported here")
+    assert result.endswith(": pip install jax") and "\n" not in result
