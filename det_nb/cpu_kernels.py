@@ -37,8 +37,7 @@ class Pin:
     """One environment variable that a library reads when it loads."""
 
     variable: str
-    value: str
-    modules: tuple[str, ...]  # top-level modules whose import loads a reader of it
+    value: str  # "" where it depends on the installed library (see pin_environment)
 
 
 # NumPy warns about names outside its dispatch list, which changed in 2.4 (X86_V3 target,
@@ -66,12 +65,12 @@ def _numpy_avx512_groups() -> str:
 
 
 PINS: tuple[Pin, ...] = (
-    Pin("OPENBLAS_CORETYPE", "Haswell", ("numpy",)),
-    Pin("NPY_DISABLE_CPU_FEATURES", "", ("numpy",)),  # value: _numpy_avx512_groups()
-    Pin("ONEDNN_MAX_CPU_ISA", "AVX2", ("tensorflow", "torch")),
-    Pin("MKL_CBWR", "AVX2", ("torch",)),
-    Pin("ATEN_CPU_CAPABILITY", "avx2", ("torch",)),
-    Pin("XLA_FLAGS", "--xla_cpu_max_isa=AVX2", ("tensorflow", "jax")),
+    Pin("OPENBLAS_CORETYPE", "Haswell"),
+    Pin("NPY_DISABLE_CPU_FEATURES", ""),  # _numpy_avx512_groups()
+    Pin("ONEDNN_MAX_CPU_ISA", "AVX2"),
+    Pin("MKL_CBWR", "AVX2"),
+    Pin("ATEN_CPU_CAPABILITY", "avx2"),
+    Pin("XLA_FLAGS", "--xla_cpu_max_isa=AVX2"),
 )
 _MODULES = ("numpy", "tensorflow", "torch", "jax")
 
