@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
-from conftest import run_python
+from conftest import prng_states, run_python
 
 import det_nb
 
@@ -79,6 +82,32 @@ states.append((torch.are_deterministic_algorithms_enabled(), inductor.determinis
 print(json.dumps(states))
 """)
     assert result == [[True, True], [False, False], [True, True]]
+
+
+@pytest.mark.parametrize("kept_byte", [None, 24, 36], ids=["zeros", "low bits", "upper half"])
+def test_a_state_file_whose_mersenne_key_is_all_zeros_is_refused(
+    shell, tmp_path: Path, kept_byte: int | None
+) -> None:
+    """torch itself takes such a state and then draws only zeros; only the top bit of the
+    first word and the other 623 words count, each word's low 32 bits as torch reads them."""
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+    path = tmp_path / "s.npz"
+    det_nb.save_state(str(path))
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    cpu = arrays["torch.cpu"].copy()
+    cpu[24:5016] = 0  # the 624 Mersenne Twister words (uint64 each)
+    if kept_byte is not None:
+        cpu[kept_byte] = 0x7F  # word 0 below its top bit, or word 1's unused upper half
+    arrays["torch.cpu"] = cpu
+    np.savez(path, **arrays)
+    torch.rand(2)
+    before = (prng_states(), torch.get_rng_state().numpy().tobytes())
+    with pytest.raises(ValueError, match="torch: the CPU generator's Mersenne Twister key is "
+                       "all zeros") as error:
+        det_nb.load_state(str(path))
+    assert "\n" not in str(error.value)
+    assert (prng_states(), torch.get_rng_state().numpy().tobytes()) == before
 
 
 def test_torch_tensors_fingerprint_by_dtype_shape_and_bits() -> None:

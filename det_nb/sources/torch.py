@@ -5,7 +5,12 @@ from __future__ import annotations
 from det_nb import determinism
 from det_nb.determinism import Settings
 from det_nb.sources.base import Source, State, check_arrays, digest
+from det_nb.sources.python_random import degenerate_mt19937
 from det_nb.status import Check
+
+# torch's CPU state bytes: initial seed, left, seeded, next (24 bytes), then the 624
+# Mersenne Twister words as native uint64, of which torch keeps the low 32 bits.
+_MT_KEY_BYTES = slice(24, 24 + 624 * 8)
 
 
 class Torch(Source):
@@ -42,6 +47,8 @@ class Torch(Source):
         return state
 
     def check_state(self, state: State) -> None:
+        import numpy as np
+
         torch = self.loaded()
         expected = {"cpu": torch.get_rng_state().numpy()}
         if "cuda" in state:
@@ -58,6 +65,10 @@ class Torch(Source):
             torch.Generator().set_state(torch.from_numpy(state["cpu"].copy()))
         except RuntimeError as error:
             raise ValueError(f"torch: bad CPU generator state: {error}") from None
+        if degenerate_mt19937(state["cpu"][_MT_KEY_BYTES].view(np.uint64).astype(np.uint32)):
+            raise ValueError(
+                "torch: the CPU generator's Mersenne Twister key is all zeros, which draws only 0"
+            )
 
     def set_state(self, state: State) -> str:
         torch = self.loaded()
