@@ -18,6 +18,7 @@ import math
 import os
 import random
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,16 @@ def _key(source: Source, name: str) -> str:
     return f"{source.name.replace(' ', '_')}.{name}"
 
 
+#: What reading a damaged archive raises: zip and .npy errors, a corrupt deflate stream
+#: (zlib.error), a zip feature Python does not read (NotImplementedError, e.g. flag bit 5).
+_DAMAGED = (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, MemoryError)
+#: The zip compression methods NumPy writes: np.savez stores, np.savez_compressed deflates.
+_NPZ_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
+#: Zip flag bits of an encrypted member: traditional (bit 0) and strong (bit 6) encryption.
+_ENCRYPTED_FLAGS = 0x1 | 0x40
+
+
 def _read_arrays(raw: bytes, where: str) -> dict[str, Any]:
     """Every array of an ``.npz`` held in ``raw``, never unpickling anything."""
     import numpy as np
@@ -317,33 +328,43 @@ def _read_arrays(raw: bytes, where: str) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             for member in members:
-                _check_declared_size(archive, member.filename, where)
+                _check_member(archive, member)
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
-    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, MemoryError) as error:
+    except _DAMAGED as error:
         problem = printable(" ".join(str(error).split()))
-        raise ValueError(f"{where} is damaged or holds objects: {problem}") from None
+        raise ValueError(f"{where} is damaged: {problem}") from None
 
 
-def _check_declared_size(archive: zipfile.ZipFile, name: str, where: str) -> None:
-    """Refuse an array whose header declares more data than a state file holds.
+def _check_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> None:
+    """ValueError unless ``member`` is a plain ``.npy`` array of a size a state file holds.
 
-    NumPy allocates the declared shape before reading, so a forged header would ask for
-    terabytes (MemoryError) though the file is small.
+    NumPy never writes encrypted members or other compression methods, and it allocates
+    the declared shape before reading, so a forged header would ask for terabytes
+    (MemoryError) though the file is small; objects would need unpickling.
     """
     from numpy.lib import format as npy
 
+    name = printable(member.filename)
+    if member.flag_bits & _ENCRYPTED_FLAGS:
+        raise ValueError(f"array {name!r} is encrypted, which NumPy never writes")
+    if member.compress_type not in _NPZ_COMPRESSION:
+        raise ValueError(
+            f"array {name!r} uses zip compression method {member.compress_type}; NumPy "
+            f"writes only {' or '.join(_NPZ_COMPRESSION.values())}"
+        )
     readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
-    with archive.open(name) as member:
-        version = npy.read_magic(member)
+    with archive.open(member) as stream:
+        version = npy.read_magic(stream)
         if version not in readers:  # det_nb writes 1.0; 3.0 only holds odd field names
-            raise ValueError(f"{where}: array {printable(name)!r} has .npy format {version}")
-        shape, _, dtype = readers[version](member)
+            raise ValueError(f"array {name!r} has .npy format {version}")
+        shape, _, dtype = readers[version](stream)
+    if dtype.hasobject:
+        raise ValueError(f"array {name!r} holds objects, which det_nb never saves (no pickle)")
     declared = math.prod(shape) * dtype.itemsize
     if declared > MAX_BYTES:
         raise ValueError(
-            f"{where}: array {printable(name)!r} declares shape {shape} of {dtype}, over "
-            f"{MAX_BYTES} bytes"
+            f"array {name!r} declares shape {shape} of {dtype}, over {MAX_BYTES} bytes"
         )
 
 

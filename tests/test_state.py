@@ -8,6 +8,7 @@ import os
 import random
 import re
 import stat
+import struct
 import sys
 import zipfile
 from collections.abc import Callable, Iterator
@@ -220,6 +221,38 @@ def _declare_huge_shape(path: Path) -> None:
             archive.writestr(name, data)
 
 
+def _central_directory(raw: bytes) -> int:
+    """Where a zip archive's central directory (its first entry) starts."""
+    return struct.unpack_from("<I", raw, raw.rindex(b"PK\x05\x06") + 16)[0]
+
+
+def _zip_field(flag: int = 0, method: int | None = None) -> Callable[[Path], None]:
+    """A spoiler setting zip flag bits or the compression method of the first member,
+    in its local header and its central directory entry alike."""
+    def change(path: Path) -> None:
+        raw = bytearray(path.read_bytes())
+        central = _central_directory(bytes(raw))  # the first member's local header is at 0
+        for flags_at, method_at in ((6, 8), (central + 8, central + 10)):
+            struct.pack_into("<H", raw, flags_at, struct.unpack_from("<H", raw, flags_at)[0] | flag)
+            if method is not None:
+                struct.pack_into("<H", raw, method_at, method)
+        path.write_bytes(bytes(raw))
+    return change
+
+
+def _corrupt_deflate_stream(path: Path) -> None:
+    """Save the file compressed (as np.savez_compressed does), then garble the first
+    member's compressed bytes."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    np.savez_compressed(path, **arrays)
+    raw = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack_from("<HH", raw, 26)
+    start = 30 + name_length + extra_length
+    raw[start:start + 40] = bytes(byte ^ 0xFF for byte in raw[start:start + 40])
+    path.write_bytes(bytes(raw))
+
+
 def _surrogate_in_meta(path: Path) -> None:
     """Store the metadata text with a raw lone surrogate (NumPy text arrays can hold one)."""
     with np.load(path, allow_pickle=False) as npz:
@@ -253,7 +286,7 @@ BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
     "oversized": (lambda p: p.write_bytes(b"\0" * 1_000_001), "over 1000000 bytes"),
     "pickled object": (
         lambda p: rewrite(p, lambda a, m: _set(a, "numpy.keys", np.array([{}], dtype=object))),
-        "holds objects",
+        "holds objects, which det_nb never saves",
     ),
     "not npy member": (_add_text_member, "not NumPy arrays"),
     "no metadata": (_drop_meta, "no det_nb metadata"),
@@ -326,6 +359,13 @@ BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
         "lists numpy's arrays ['keys'] more than once",
     ),
     "huge declared shape": (_declare_huge_shape, "declares shape (1000000000000,) of uint32"),
+    "encrypted member": (_zip_field(flag=0x1), "is encrypted, which NumPy never writes"),
+    "strongly encrypted member": (_zip_field(flag=0x40), "is encrypted, which NumPy never"),
+    "unknown compression method": (_zip_field(method=99),
+                                   "uses zip compression method 99; NumPy writes only stored"),
+    "patched data member": (_zip_field(flag=0x20), "is damaged: compressed patched data"),
+    "corrupt deflate stream": (_corrupt_deflate_stream,
+                               "is damaged: Error -3 while decompressing data"),
     "rng increment zero": (_set_rng("state.inc", 0), "state.inc must be odd"),
     "rng increment even": (_set_rng("state.inc", 2), "state.inc must be odd"),
     "rng state past 128 bits": (_set_rng("state.state", 2**128),
@@ -364,7 +404,20 @@ def test_a_bad_file_gets_one_line_and_changes_nothing(
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         state.restore(session, path)
     assert "\n" not in str(error.value)
+    assert str(error.value).count(repr(str(path))) == 1  # the file is named once
     assert snapshot(session) == before
+
+
+def test_a_compressed_state_file_is_read(session: Session, tmp_path: Path) -> None:
+    """np.savez_compressed's archives (deflated members) are .npz files too."""
+    path = tmp_path / "s.npz"
+    state.save(session, path)
+    after_save = DRAWS["numpy"](session)
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    np.savez_compressed(path, **arrays)
+    state.restore(session, path)
+    assert DRAWS["numpy"](session) == after_save
 
 
 def test_missing_file_folder_and_unseeded_session(session: Session, tmp_path: Path) -> None:
