@@ -14,7 +14,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from det_nb.determinism import (
     THREAD_ENV,
     validate_flag,
 )
+from det_nb.files import write_atomically
 from det_nb.lineage import Lineage, validate_integer, validate_seed
 
 DEFAULT_NAME = "det_nb"
@@ -157,6 +157,8 @@ def install(options: KernelOptions, *, user: bool = False, prefix: str | None = 
 
     Only a det_nb kernelspec of the same name is replaced, and only its kernel.json is
     written: any other folder of that name is refused (ValueError) and left as it is.
+    kernel.json is readable by all (0644, or the mode of the one it replaces), so a
+    ``--sys-prefix`` install serves every user.
     """
     folder = os.path.join(kernels_folder(user=user, prefix=prefix), options.name)
     if os.path.lexists(folder) and not (
@@ -169,25 +171,13 @@ def install(options: KernelOptions, *, user: bool = False, prefix: str | None = 
     created = not os.path.isdir(folder)
     os.makedirs(folder, exist_ok=True)
     try:
-        _write_atomically(os.path.join(folder, SPEC_FILE),
-                          json.dumps(options.spec(), indent=2).encode())
-    except OSError:
+        write_atomically(os.path.join(folder, SPEC_FILE),
+                         json.dumps(options.spec(), indent=2).encode(), SPEC_FILE)
+    except ValueError:
         if created:
             os.rmdir(folder)
         raise
     return folder
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    """Write a temporary file beside ``path`` and rename it over ``path``."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".kernel-")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def settings_of(spec: object) -> dict[str, Any] | None:

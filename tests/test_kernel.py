@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -315,3 +316,18 @@ def test_install_api_refuses_an_empty_prefix_or_two_places(jupyter_dirs: Path) -
         with pytest.raises(ValueError):
             kernel.install(kernel.KernelOptions(NAME), **where)
     assert not (jupyter_dirs / "share").exists()
+
+
+def test_kernel_json_is_readable_by_every_user(jupyter_dirs: Path) -> None:
+    """A --prefix (or --sys-prefix) kernelspec serves every user of that Python: 0644; a
+    reinstall keeps the mode its owner chose, and leaves no temporary file."""
+    folder = jupyter_dirs / "share" / "jupyter" / "kernels" / NAME
+    installed = cli("kernel", "install", "--prefix", str(jupyter_dirs), "--name", NAME)
+    assert installed.returncode == 0, installed.stderr
+    assert stat.S_IMODE((folder / "kernel.json").stat().st_mode) == 0o644
+    (folder / "kernel.json").chmod(0o640)
+    again = cli("kernel", "install", "--prefix", str(jupyter_dirs), "--name", NAME, "--seed", "2")
+    assert again.returncode == 0, again.stderr
+    assert stat.S_IMODE((folder / "kernel.json").stat().st_mode) == 0o640
+    assert json.loads((folder / "kernel.json").read_text())["metadata"]["det_nb"]["seed"] == 2
+    assert sorted(path.name for path in folder.iterdir()) == ["kernel.json"]
