@@ -20,8 +20,11 @@ from pathlib import Path
 
 #: Larger files are refused before they are read: records and state files are small.
 MAX_BYTES = 1_000_000
-#: Characters of the target's name kept in its temporary file's name (which adds ~14).
-_TEMPORARY_NAME_CHARS = 64
+#: Bytes a temporary file's name adds to the part of the target's name it keeps:
+#: mkstemp's "." + name + "." + 8 random characters + ".tmp".
+_TEMPORARY_NAME_EXTRA = 14
+#: The longest file name, in bytes, where the file system does not say (POSIX's usual).
+_DEFAULT_NAME_MAX = 255
 _KINDS = (
     (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
@@ -92,7 +95,7 @@ def write_atomically(path: str | os.PathLike[str], data: bytes, what: str = "fil
     mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
     try:
         handle, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name[:_TEMPORARY_NAME_CHARS]}.", suffix=".tmp"
+            dir=target.parent, prefix=f".{_temporary_stem(target)}.", suffix=".tmp"
         )
     except OSError as error:
         raise ValueError(f"cannot write {where}: {_reason(error)}") from None
@@ -114,6 +117,21 @@ def write_atomically(path: str | os.PathLike[str], data: bytes, what: str = "fil
         raise
     _sync_folder(target.parent)
     return target
+
+
+def _temporary_stem(target: Path) -> str:
+    """As much of ``target``'s name as its temporary file's name can keep and still fit
+    the folder's NAME_MAX, which counts bytes (a 253-byte emoji name is legal)."""
+    try:
+        name_max = os.pathconf(target.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):  # the system cannot say
+        name_max = -1
+    if name_max <= 0:  # unknown or unlimited
+        name_max = _DEFAULT_NAME_MAX
+    stem = target.name
+    while stem and len(os.fsencode(stem)) > name_max - _TEMPORARY_NAME_EXTRA:
+        stem = stem[:-1]
+    return stem
 
 
 def read_limited(path: str | os.PathLike[str], what: str, max_bytes: int = MAX_BYTES) -> bytes:

@@ -127,11 +127,15 @@ def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_longest_name_the_file_system_takes_is_written(tmp_path: Path) -> None:
-    """The temporary file's name must not be what pushes a legal name over the limit."""
-    path = tmp_path / ("r" * 250 + ".json")
-    files.write_atomically(path, b"{}")
+@pytest.mark.parametrize("name", ["r" * 250 + ".json", "\U0001F600" * 62 + ".json"],
+                         ids=["255 ASCII bytes", "253 bytes of emoji"])
+def test_the_longest_name_the_file_system_takes_is_written(tmp_path: Path, name: str) -> None:
+    """The temporary file's name must not be what pushes a legal name over the limit,
+    which counts bytes, not characters."""
+    path = tmp_path / name
+    assert files.write_atomically(path, b"{}") == path
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert path.read_bytes() == b"{}"
 
 
 def test_a_folder_is_refused(tmp_path: Path) -> None:
