@@ -33,9 +33,12 @@ from det_nb.fingerprint import (
     fingerprint,
     snapshot,
 )
+from det_nb.lineage import validate_integer
 
 # IPython's own bookkeeping in the user namespace: output and input history, dunders.
 _IGNORED = re.compile(r"_+|_i+|_i\d+|_\d+|_[ido]h|__\w+__|In|Out|exit|quit|get_ipython|_exit_code")
+#: The most runs %%det_check makes: a thousand runs of a quick cell still end.
+MAX_RUNS = 1000
 # What an absent name fingerprints as, so "defined in one run only" compares unequal.
 _ABSENT = Fingerprint(b"", "(not defined)")
 # Values whose in-place changes need no watching: immutable, or code rather than results.
@@ -139,10 +142,9 @@ class CheckReport:
 
 
 def validate_runs(runs: object) -> int:
-    """``runs`` as an int, or ValueError: a check needs at least two runs to compare."""
-    if isinstance(runs, bool) or not isinstance(runs, int | np.integer) or runs < 2:
-        raise ValueError(f"--runs must be an integer >= 2, got {runs!r}")
-    return int(runs)
+    """``runs`` as an int in [2, MAX_RUNS], or ValueError: a check needs two runs to
+    compare, and a count no one could wait for would only hang the kernel."""
+    return validate_integer(runs, "--runs", 2, MAX_RUNS)
 
 
 def run_check(shell: Any, cell: str, runs: int, reseed: Callable[[], object]) -> CheckReport:

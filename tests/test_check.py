@@ -15,7 +15,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from det_nb import check as check_module
-from det_nb.check import CheckReport, run_check, validate_runs
+from det_nb.check import MAX_RUNS, CheckReport, run_check, validate_runs
 
 
 def reseed() -> None:
@@ -98,12 +98,16 @@ def test_more_runs_and_the_namespace_ends_as_after_the_last_run(ipy: Interactive
     assert report.runs == 3 and "v" in differing(report)
 
 
-def test_runs_must_be_an_integer_of_at_least_two(ipy: InteractiveShell) -> None:
-    for bad in (1, 0, -3, 2.0, "2", True, None):
-        with pytest.raises(ValueError, match=r"^--runs must be an integer >= 2, got "):
+def test_runs_must_be_an_integer_from_two_to_a_thousand(ipy: InteractiveShell) -> None:
+    """Two runs to compare at least; at most a count that ends (10**11 would run for ever)."""
+    for bad in (1, 0, -3, 1001, 10**11, 2.0, "2.0", "x", True, None):
+        with pytest.raises(ValueError,
+                           match=r"^--runs must be an integer in \[2, 1000\], got \S+$"):
             check(ipy, "x = 1", runs=bad)
-    assert validate_runs(np.int64(4)) == 4
     assert "x" not in ipy.user_ns  # nothing ran
+    assert validate_runs(np.int64(4)) == 4
+    assert validate_runs("3") == 3  # as a magic's line gives it
+    assert validate_runs(MAX_RUNS) == 1000
 
 
 def test_unfingerprintable_values_are_listed_as_unchecked(ipy: InteractiveShell) -> None:

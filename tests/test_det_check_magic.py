@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from IPython.core.error import UsageError
 
@@ -21,9 +23,17 @@ def test_det_check_magic_names_the_nondeterministic_variable(shell, capsys) -> N
 
 
 @pytest.mark.parametrize(("line", "message"), [
-    ("--runs 1", "--runs must be an integer >= 2"),
-    ("--runs x", "--runs must be an integer >= 2, got 'x'"),
+    ("--runs 1", "--runs must be an integer in [2, 1000], got '1'"),
+    ("--runs x", "--runs must be an integer in [2, 1000], got 'x'"),
+    ("--runs 1001", "--runs must be an integer in [2, 1000], got '1001'"),
+    ("-n 100000000000", "--runs must be an integer in [2, 1000], got '100000000000'"),
 ])
 def test_det_check_bad_runs(shell, line, message) -> None:
-    with pytest.raises(UsageError, match=message):
-        shell.run_cell_magic("det_check", line, "y = 1")
+    """Refused in one line before the cell runs once (a huge count would never end:
+    the cell stops it after three runs should the count get through)."""
+    shell.run_line_magic("det_seed", "42 --quiet")
+    shell.user_ns["runs_made"] = 0
+    cell = "runs_made += 1\nif runs_made > 3:\n    raise RuntimeError('ran on')"
+    with pytest.raises(UsageError, match=re.escape(message) + "$"):
+        shell.run_cell_magic("det_check", line, cell)
+    assert shell.user_ns["runs_made"] == 0

@@ -260,9 +260,9 @@ def test_det_state_line_errors_are_usage_errors(shell, line, message) -> None:
 
 
 @pytest.mark.parametrize(("line", "message"), [
-    ("--runs ٣", r"--runs must be an integer >= 2, got '٣'"),
-    ("--runs 1_0", r"--runs must be an integer >= 2, got '1_0'"),
-    ("--runs 1", r"--runs must be an integer >= 2, got '1'"),
+    ("--runs ٣", r"--runs must be an integer in \[2, 1000\], got '٣'"),
+    ("--runs 1_0", r"--runs must be an integer in \[2, 1000\], got '1_0'"),
+    ("--runs 1", r"--runs must be an integer in \[2, 1000\], got '1'"),
     ("--runs 2 --runs 3", "argument --runs/-n: given more than once"),
     ("--run 3", "unrecognized arguments: --run 3"),
     ('--runs "3', "unterminated quote"),
