@@ -9,6 +9,7 @@ value, and names the first cell and variable where they part.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,10 @@ def pytest_configure(config: pytest.Config) -> None:
     runs = config.getoption("det_verify_runs")
     if not 2 <= runs <= MAX_RUNS:
         raise pytest.UsageError(f"--det-verify-runs must be in [2, {MAX_RUNS}], got {runs}")
-    if config.getoption("det_verify_timeout") <= 0:
-        raise pytest.UsageError("--det-verify-timeout must be more than 0 seconds")
+    timeout = config.getoption("det_verify_timeout")
+    if not 0 < timeout < math.inf:  # NaN fails this too
+        raise pytest.UsageError(
+            f"--det-verify-timeout must be a finite number of seconds above 0, got {timeout}")
     vary = config.getoption("det_verify_vary")
     if len(set(vary)) != len(vary):
         raise pytest.UsageError("give each --det-verify-vary condition once")

@@ -34,8 +34,9 @@ FORMAT = "det_nb-verify"
 VERSION = 1
 #: The runs' kernels are alive together (side by side), so their number is bounded.
 MAX_RUNS = 16
-#: A stored report larger than this is refused before it is read.
-MAX_REPORT_BYTES = 256 << 20
+#: A stored report larger than this is refused before it is read (reports hold digests
+#: and run records, a few kB per cell).
+MAX_REPORT_BYTES = 64 << 20
 
 #: Conditions ``--vary`` changes between runs: run i gets values[i % len(values)], set in
 #: the kernel's environment at start. Thread counts 1 and 8: on a 2-core machine a
@@ -413,21 +414,10 @@ def _report_schema() -> dict[str, object]:
 
 def load_report(path: str) -> dict[str, RunData]:
     """A stored report's first run of each notebook, by path; ValueError (one line) if bad."""
-    from det_nb.files import check_fields, parse_json
+    from det_nb.files import check_fields, parse_json, read_limited, shown
 
-    where = f"report {str(path)!r}"
-    target = Path(path).expanduser()
-    try:
-        with open(target, "rb") as file:
-            if os.fstat(file.fileno()).st_size > MAX_REPORT_BYTES:
-                raise ValueError(f"{where} is over {MAX_REPORT_BYTES} bytes")
-            raw = file.read()
-    except FileNotFoundError:
-        raise ValueError(f"{where} does not exist") from None
-    except IsADirectoryError:
-        raise ValueError(f"{where} is a folder, not a file") from None
-    except OSError as error:
-        raise ValueError(f"cannot read {where}: {error.strerror}") from None
+    where = f"report {shown(path)}"
+    raw = read_limited(path, "report", MAX_REPORT_BYTES)
     data = parse_json(raw, where)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{where} is not a det_nb verify report (no \"format\": \"{FORMAT}\")")
@@ -480,7 +470,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     """The ``verify`` command's arguments (also used by ``python -m det_nb``)."""
-    command = _Parser(prog=PROG, description=(
+    command = _Parser(prog=PROG, allow_abbrev=False, description=(
         "Prove notebooks reproducible: run each in fresh kernels and name the first cell "
         "and the names where two runs part. Exit status: 0 identical, 1 parted, 2 bad "
         "input or a notebook that failed to run."))
@@ -515,8 +505,8 @@ def _seconds(text: str) -> float:
         seconds = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    if not 0 < seconds < float("inf"):  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a finite number more than 0, got {text}")
     return seconds
 
 
@@ -526,12 +516,13 @@ def check_arguments(args: argparse.Namespace) -> tuple[int, dict[str, RunData] |
         notebook_runner.load_notebook(path)
     if len(set(args.vary)) != len(args.vary):
         raise ValueError("give each --vary condition once")
-    if args.json:
+    if args.json is not None:
         from det_nb.files import writable_target
 
-        writable_target(args.json)
+        writable_target(args.json, "--json report")
+        notebook_runner.refuse_notebook_target(args.json, args.notebooks, "--json")
     stored = None
-    if args.against:
+    if args.against is not None:
         reports = load_report(args.against)
         stored = {path: _stored_run(reports, path, args.against) for path in args.notebooks}
     runs = args.runs if args.runs is not None else (1 if stored else 2)
@@ -544,7 +535,9 @@ def check_arguments(args: argparse.Namespace) -> tuple[int, dict[str, RunData] |
 def main(argv: list[str]) -> int:
     """Verify the notebooks in ``argv``; print the report; return the exit status."""
     try:
-        args = parser().parse_args(argv)
+        command = parser()
+        notebook_runner.refuse_repeated_options(command, argv)
+        args = command.parse_args(argv)
         runs, stored = check_arguments(args)
     except (UsageError, ValueError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
@@ -557,7 +550,7 @@ def main(argv: list[str]) -> int:
         )
         print(verdict.text(), flush=True)
         verdicts.append(verdict)
-    if args.json:
+    if args.json is not None:
         import json
 
         from det_nb.files import write_atomically

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import random
 from importlib import metadata
 from pathlib import Path
@@ -199,7 +200,15 @@ def test_failing_cell_is_exit_2_with_its_number(
     (["{nb}", "--runs", "two"], "argument --runs/-n: must be an integer, got 'two'"),
     (["{nb}", "--vary", "moon"], "argument --vary: invalid choice: 'moon'"),
     (["{nb}", "--vary", "cpu", "--vary", "cpu"], "give each --vary condition once"),
-    (["{nb}", "--timeout", "0"], "argument --timeout: must be more than 0, got 0"),
+    (["{nb}", "--timeout", "0"], "argument --timeout: must be a finite number more than 0, got 0"),
+    (["{nb}", "--timeout", "nan"], "must be a finite number more than 0, got nan"),
+    (["{nb}", "--runs", "2", "-n3"], "argument --runs/-n: given more than once"),
+    (["{nb}", "--jso", "{tmp}/r.json"], "unrecognized arguments: --jso"),
+    (["{nb}", "--json", ""], "no --json report path given"),
+    (["{nb}", "--json", "{nb}"], "--json {nb!r} is the notebook {nb!r}: give --json another file"),
+    (["{nb}", "--against", "{fifo}"], "report {fifo!r} is a FIFO, not a regular file"),
+    (["{nb}", "--against", "/dev/zero"], "report '/dev/zero' is a character device"),
+    (["{malformed}"], "is not a Jupyter notebook: metadata.kernelspec: 'python3' is not of"),
     (["{text}"], "is not a Jupyter notebook"),
     (["{nb}", "--against", "{text}"], "is not valid JSON"),
     (["{nb}", "--against", "{other}"], "is not a det_nb verify report"),
@@ -211,12 +220,19 @@ def test_bad_input_is_one_line_and_exit_2(
     nb = write_notebook(tmp_path, "nb.ipynb", ["a = 1"])
     (tmp_path / "text.txt").write_text("not json\n")
     (tmp_path / "other.json").write_text('{"version": 1}\n')
+    os.mkfifo(tmp_path / "fifo.json")
+    malformed = json.loads(Path(nb).read_text())
+    malformed["metadata"]["kernelspec"] = "python3"
+    (tmp_path / "malformed.ipynb").write_text(json.dumps(malformed))
+    before = Path(nb).read_bytes()
     names = {"nb": nb, "text": str(tmp_path / "text.txt"),
-             "other": str(tmp_path / "other.json"), "tmp": str(tmp_path)}
+             "other": str(tmp_path / "other.json"), "tmp": str(tmp_path),
+             "fifo": str(tmp_path / "fifo.json"), "malformed": str(tmp_path / "malformed.ipynb")}
     status, out, err = verify_main([arg.format(**names) for arg in argv], capsys)
     assert (status, out) == (2, "")
     assert err.startswith("python -m det_nb verify: error: ") and err.count("\n") == 1
-    assert message in err
+    assert message.format(**names) in err
+    assert Path(nb).read_bytes() == before and not (tmp_path / "r.json").exists()
 
 
 def test_pytest_plugin_passes_and_fails_the_same_notebooks(
@@ -233,10 +249,31 @@ def test_pytest_plugin_passes_and_fails_the_same_notebooks(
     assert "Traceback" not in result.stdout.str()
 
 
-def test_pytest_plugin_refuses_bad_settings_in_one_line(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest(*plugin_args(), "--det-verify", "--det-verify-runs", "1")
+@pytest.mark.parametrize(("setting", "says"), [
+    (["--det-verify-runs", "1"], "ERROR: --det-verify-runs must be in [[]2, 16], got 1"),
+    (["--det-verify-timeout", "nan"],
+     "ERROR: --det-verify-timeout must be a finite number of seconds above 0, got nan"),
+])
+def test_pytest_plugin_refuses_bad_settings_in_one_line(
+    pytester: pytest.Pytester, setting: list[str], says: str
+) -> None:
+    result = pytester.runpytest(*plugin_args(), "--det-verify", *setting)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --det-verify-runs must be in [[]2, 16], got 1"])
+    result.stderr.fnmatch_lines([says])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_pytest_plugin_fails_a_malformed_notebook_cleanly(
+    tmp_path: Path, pytester: pytest.Pytester
+) -> None:
+    path = write_notebook(tmp_path, "number.ipynb", ["a = 1"])
+    document = json.loads(Path(path).read_text())
+    document["cells"][0]["source"] = 5
+    Path(path).write_text(json.dumps(document))
+    result = pytester.runpytest(*plugin_args(), "--det-verify", path)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*{path!r} is not a Jupyter notebook: cells.0.source: 5 *"])
+    assert "Traceback" not in result.stdout.str()
 
 
 def test_runner_seeds_and_collects(tmp_path: Path) -> None:
