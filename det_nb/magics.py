@@ -76,11 +76,28 @@ def _split(line: str) -> list[str]:
         raise UsageError(f"unterminated quote in {line.strip()!r}: close it") from error
 
 
-def _parse(magic: Callable[..., object], line: str) -> argparse.Namespace:
-    """Parse ``line`` with ``magic``'s parser: whole option names only, each option once."""
+def _parse(magic: Callable[..., object], line: str, prefix: str = "%") -> argparse.Namespace:
+    """Parse ``line`` with ``magic``'s parser: whole option names only, each option once.
+
+    ``prefix`` is how the magic is typed (``%%`` for a cell magic), for the help hint.
+    """
     parser = magic.parser
     parser.allow_abbrev = False  # "--tri 3" must not quietly mean --trial
-    return parser.parse_args(_split(line))
+    words = _split(line)
+    _refuse_help(prefix + parser.prog, words)
+    return parser.parse_args(words)
+
+
+def _refuse_help(magic: str, words: list[str]) -> None:
+    """UsageError pointing to ``magic?`` when ``-h``/``--help`` is among the options.
+
+    A magic's help is IPython's ``?``; argparse would only call ``--help`` unrecognised.
+    Words after ``--`` are values (a file may be named ``--help``).
+    """
+    options = words[:words.index("--")] if "--" in words else words
+    asked = next((word for word in options if word in ("-h", "--help")), None)
+    if asked is not None:
+        raise UsageError(f"{magic} has no {asked} option: for its help, run {magic}?")
 
 
 @magics_class
@@ -243,7 +260,7 @@ class DetMagics(Magics, Configurable):
         """
         from det_nb.check import run_check
 
-        args = _parse(self.det_check, line)
+        args = _parse(self.det_check, line, "%%")
         try:  # run_check refuses a bad --runs before running anything
             report = run_check(self.shell, cell, runs=args.runs, reseed=self.session.reseed)
         except ValueError as error:
@@ -272,6 +289,7 @@ class DetMagics(Magics, Configurable):
     @line_magic
     def det_status(self, line: str) -> None:
         """Show the seed lineage and the determinism status; changes nothing."""
+        _refuse_help("%det_status", line.split())
         if line.strip():
             raise UsageError(f"%det_status takes no arguments, got {line.strip()!r}")
         self._show_dashboard()

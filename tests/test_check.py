@@ -103,8 +103,8 @@ def test_runs_must_be_an_integer_from_two_to_a_thousand(ipy: InteractiveShell) -
     for bad in (1, 0, -3, 1001, 10**11, 2.0, "2.0", "x", True, None):
         with pytest.raises(ValueError,
                            match=r"^--runs must be an integer in \[2, 1000\], got \S+$"):
-            check(ipy, "x = 1", runs=bad)
-    assert "x" not in ipy.user_ns  # nothing ran
+            check(ipy, "ran_despite_bad_runs = 1", runs=bad)
+    assert "ran_despite_bad_runs" not in ipy.user_ns  # nothing ran
     assert validate_runs(np.int64(4)) == 4
     assert validate_runs("3") == 3  # as a magic's line gives it
     assert validate_runs(MAX_RUNS) == 1000

@@ -13,6 +13,7 @@ from conftest import prng_states
 from IPython.core.error import UsageError
 
 import det_nb
+from det_nb.check import MAX_RUNS
 from det_nb.magics import DetMagics
 
 TRIAL_SEED = 1129302213  # experiment 42, trial 3 (DESIGN.md)
@@ -272,6 +273,45 @@ def test_det_check_line_uses_the_shared_checks(shell, line, message) -> None:
         shell.run_cell_magic("det_check", line, "x = 1")
 
 
+@pytest.mark.parametrize(("kind", "magic", "line"), [
+    ("line", "det_seed", "--help"),
+    ("line", "det_seed", "7 --trial 1 -h --save run.json"),
+    ("line", "det_state", "-h"),
+    ("line", "det_state", "save run.json --help"),
+    ("cell", "det_check", "--help"),
+    ("cell", "det_check", "--runs 3 -h"),
+    ("line", "det_status", "--help"),
+])
+def test_help_options_point_to_the_question_mark_and_change_nothing(
+    shell, tmp_path, monkeypatch, kind: str, magic: str, line: str
+) -> None:
+    """A magic's help is ``%magic?``: -h/--help anywhere among the options says so in
+    one line, before anything runs, is seeded or is written."""
+    monkeypatch.chdir(tmp_path)
+    shell.run_line_magic("det_seed", "42 --quiet")
+    shell.user_ns["runs_made"] = 0
+    before = prng_states()
+    typed = ("%%" if kind == "cell" else "%") + magic
+    asked = "-h" if "-h" in line.split() else "--help"
+    with pytest.raises(UsageError) as error:
+        if kind == "cell":
+            shell.run_cell_magic(magic, line, "runs_made += 1")
+        else:
+            shell.run_line_magic(magic, line)
+    assert str(error.value) == f"{typed} has no {asked} option: for its help, run {typed}?"
+    assert prng_states() == before
+    assert shell.user_ns["runs_made"] == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_named_like_an_option_can_follow_a_double_dash(shell, tmp_path,
+                                                             monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    shell.run_line_magic("det_seed", "42 --quiet")
+    shell.run_line_magic("det_state", "save -- --help")
+    assert [path.name for path in tmp_path.iterdir()] == ["--help"]
+
+
 def test_quiet_still_shows_an_assigned_seed_in_one_line(shell, capsys) -> None:
     shell.run_line_magic("det_seed", "--trial 1 --quiet")
     lineage = det_nb.lineage()
@@ -312,6 +352,8 @@ def test_help_is_generated_from_the_arguments(shell) -> None:
     assert "seed ..." not in doc
     assert "  --scheme {seedsequence,determined}\n" in doc
     assert "<" not in doc
+    check_doc = shell.find_cell_magic("det_check").__doc__
+    assert f"(2 to {MAX_RUNS}, default 2)" in check_doc  # the cap run_check enforces
 
 
 def test_config_changes_defaults(shell) -> None:
