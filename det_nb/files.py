@@ -51,6 +51,11 @@ def user_path(path: str | os.PathLike[str], what: str) -> Path:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"no {what} path given: give a file name")
     try:
+        os.fsencode(text)
+    except UnicodeEncodeError:  # a lone surrogate: no file system name can hold it
+        raise ValueError(f"cannot use {what} {shown(text)}: the name cannot be encoded for "
+                         "this file system") from None
+    try:
         return Path(text).expanduser()
     except RuntimeError:  # "~nosuchuser/x": Python cannot tell whose home it is
         user = text[1:].split(os.sep, 1)[0]

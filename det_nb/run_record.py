@@ -48,9 +48,15 @@ READABLE_VERSIONS = (1, 2)
 #: Packages whose version can change results (det_nb's own is recorded too).
 PACKAGES = ("numpy", "tensorflow", "keras", "torch", "jax", "jaxlib")
 #: Environment variables that act at start: recorded when set.
-VARIABLES = ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES")
-VARIABLE_PREFIXES = ("TF_",)
-#: Recorded, but only set logging: a difference in them changes no result.
+VARIABLES = (
+    "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES",
+    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_DETERMINISTIC_OPS",
+    "TF_CUDNN_DETERMINISTIC", "TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "TF_USE_LEGACY_KERAS",
+    "TORCHINDUCTOR_DETERMINISTIC", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS", cpu_kernels.EMULATED,
+    *(pin.variable for pin in cpu_kernels.PINS),
+)
+#: Only set logging (older records hold them): a difference in them changes no result.
 LOGGING_VARIABLES = ("TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL", "TF_CPP_VMODULE")
 
 
@@ -107,7 +113,7 @@ def environment() -> dict[str, Any]:
         "gpus": determinism.visible_gpus(),
         "variables": {
             name: value for name, value in sorted(os.environ.items())
-            if name in VARIABLES or name.startswith(VARIABLE_PREFIXES)
+            if name in VARIABLES
         },
         "hash_randomization": bool(sys.flags.hash_randomization),
         **cpu_kernels.record_fields(),  # "cpu_flags" and "cpu_kernels"

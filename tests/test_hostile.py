@@ -587,8 +587,6 @@ def test_api_seeds_that_are_not_integers_are_one_line_value_errors(
     assert "experiment seed must be an integer in [0, 2147483647]" in str(refused)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in det_nb/files.py: a path that cannot be encoded "
-                   "(lone surrogate) raises UnicodeEncodeError from os.stat, not naming the path")
 def test_a_path_with_a_lone_surrogate_is_a_plain_value_error_naming_it(folder: Path) -> None:
     for call in (det_nb.save_record, det_nb.load_record, det_nb.save_state, det_nb.load_state):
         with pytest.raises(ValueError) as refused:

@@ -38,6 +38,7 @@ def test_the_record_holds_lineage_settings_status_and_environment(
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
     monkeypatch.setenv("UNRELATED_VARIABLE", "x")
+    monkeypatch.setenv("TF_CLI_CONFIG_FILE", "terraform's, not TensorFlow's")
     data = record.build(session)
     assert data["version"] == record.VERSION == 2
     assert data["lineage"] == {
@@ -65,7 +66,8 @@ def test_the_record_holds_lineage_settings_status_and_environment(
     assert variables["PYTHONHASHSEED"] == "0"
     assert variables["TF_ENABLE_ONEDNN_OPTS"] == "0"
     assert variables["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
-    assert "UNRELATED_VARIABLE" not in variables
+    assert "UNRELATED_VARIABLE" not in variables and "TF_CLI_CONFIG_FILE" not in variables
+    assert variables["OPENBLAS_CORETYPE"] == "Haswell"  # a CPU-kernel pin in force
     assert environment["hash_randomization"] is bool(sys.flags.hash_randomization)
     json.dumps(data, allow_nan=False)  # plain JSON
 
