@@ -41,7 +41,14 @@ from det_nb.cpu_kernels import pin_environment
 from det_nb.determinism import THREAD_ENV
 from det_nb.files import read_limited, writable_target, write_atomically
 from det_nb.lineage import SCHEMES, Lineage, validate_scheme, validate_seed
-from det_nb.notebook_runner import NameFingerprint, load_notebook, validate_names
+from det_nb.notebook_runner import (
+    MAX_NOTEBOOK_BYTES,
+    NameFingerprint,
+    load_notebook,
+    refuse_notebook_target,
+    refuse_repeated_options,
+    validate_names,
+)
 
 FORMAT = "det_nb.trials"
 VERSION = 1
@@ -475,11 +482,10 @@ def _plan(notebook: str | os.PathLike[str], seed: object, trials: str | Sequence
             numbers):
         raise ValueError(f"verify must be a number of trials in [0, {len(numbers)}], "
                          f"got {verify!r}")
-    if not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    _check_seconds(timeout, "timeout")
     path = Path(notebook).expanduser()
     load_notebook(path)  # ValueError (one line) unless it is a readable Python notebook
-    source = path.read_bytes()
+    source = read_limited(path, "notebook", MAX_NOTEBOOK_BYTES)
     names = _names(collect)
     env = trial_environment()
     jobs = [TrialJob(path.name, source, str(path.resolve()), experiment_seed, trial, scheme,
@@ -487,6 +493,13 @@ def _plan(notebook: str | os.PathLike[str], seed: object, trials: str | Sequence
     # Chosen by the experiment seed alone: the same run verifies the same trials.
     chosen = sorted(random.Random(experiment_seed).sample(numbers, verify))
     return _Plan(path, jobs, chosen)
+
+
+def _check_seconds(seconds: object, name: str) -> None:
+    """ValueError (one line) unless ``seconds`` is a finite number above 0 (NaN is not)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+            0 < seconds < math.inf):
+        raise ValueError(f"{name} must be a finite number of seconds above 0, got {seconds!r}")
 
 
 def run_trials(
@@ -516,6 +529,7 @@ def run_trials(
     cannot be reached within ``connect_timeout`` seconds.
     """
     plan = _plan(notebook, seed, trials, scheme, collect, verify, timeout)
+    _check_seconds(connect_timeout, "connect timeout")
     if sum(x is not None for x in (workers, scheduler, executor)) > 1:
         raise ValueError("give at most one of workers, scheduler and executor")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
@@ -544,10 +558,12 @@ def _dask_client(workers: int | None, scheduler: str | None,
     if scheduler is not None:
         with _quiet_logs(quiet):
             try:
-                client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
-            except (OSError, TimeoutError, ValueError) as error:
+                client = _connect(Client, scheduler, connect_timeout)
+            except Exception as error:  # whatever answers there, e.g. MemoryError from junk
+                why = ("what answers there is not a Dask scheduler" if isinstance(
+                    error, MemoryError) else _first_line(error))
                 raise OSError(f"cannot reach the Dask scheduler at {scheduler!r} within "
-                              f"{connect_timeout:g} s: {_first_line(error)}") from None
+                              f"{connect_timeout:g} s: {why}") from None
             with client:
                 yield client
         return
@@ -563,6 +579,26 @@ def _dask_client(workers: int | None, scheduler: str | None,
             )
         with cluster, Client(cluster, set_as_default=False) as client:
             yield client
+
+
+def _connect(client_class: type, scheduler: str, connect_timeout: float) -> Any:
+    """A client of ``scheduler``; one that fails to connect is closed at once, quietly.
+
+    Left alone, a half-built ``Client`` tries to close itself when collected, waits
+    twice the timeout and prints "Exception ignored in Client.__del__" (measured).
+    """
+
+    class _ClosedOnFailure(client_class):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                super().__init__(*args, **kwargs)
+            except BaseException:
+                self.status = "closed"  # Client.close (and __del__) then do nothing
+                with contextlib.suppress(Exception):
+                    self._loop_runner.stop()
+                raise
+
+    return _ClosedOnFailure(scheduler, timeout=connect_timeout, set_as_default=False)
 
 
 @contextlib.contextmanager
@@ -703,6 +739,10 @@ def main(argv: list[str]) -> int:
     """``python -m det_nb trials``: 0 when all ran (and verified), 1 if not, 2 on bad input."""
     parser = _parser()
     try:
+        try:
+            refuse_repeated_options(parser, argv)
+        except ValueError as error:
+            parser.error(str(error))
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, or a usage error already printed on one line
         return int(stop.code or 0)
@@ -711,8 +751,9 @@ def main(argv: list[str]) -> int:
     try:
         if args.out is not None:
             writable_target(args.out, "trials output")
-        if args.connect_timeout <= 0:
-            raise ValueError(f"--connect-timeout must be positive, got {args.connect_timeout:g}")
+            refuse_notebook_target(args.out, [args.notebook], "--out")
+        _check_seconds(args.timeout, "--timeout")
+        _check_seconds(args.connect_timeout, "--connect-timeout")
         result = run_trials(
             args.notebook, args.seed, args.trials, scheme=args.scheme, collect=collect,
             workers=args.workers, scheduler=args.scheduler, verify=args.verify,
@@ -728,9 +769,13 @@ def main(argv: list[str]) -> int:
         print(f"{parser.prog}: interrupted; {where}", file=sys.stderr)
         return 130
     print()
-    print(result.summary(minimize=args.minimize, maximize=args.maximize))
-    if args.out is not None:
-        print(f"written to {result.write(args.out)}")
+    print(result.summary(minimize=args.minimize, maximize=args.maximize), flush=True)
+    if args.out is not None:  # after the table, so a failed write loses no results
+        try:
+            print(f"written to {result.write(args.out)}")
+        except ValueError as error:
+            print(f"{parser.prog}: error: {_first_line(error)}", file=sys.stderr)
+            return 2
     return 0 if result.ok else 1
 
 

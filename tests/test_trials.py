@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -204,14 +205,94 @@ def test_trial_specs() -> None:
     (["--trials", "3-1"], "the range 3-1 runs backwards"),
     (["--trials", "0-1", "--verify", "3"], "verify must be a number of trials in [0, 2]"),
     (["--trials", "0-1", "--scheme", "determined"], "must be in [1, 1000000]"),
+    # --scheduler garbage: were the check missing, no cluster would start
+    (["--trials", "0", "--scheduler", "garbage", "--connect-timeout", "nan"],
+     "--connect-timeout must be a finite number of seconds above 0, got nan"),
+    (["--trials", "0", "--scheduler", "garbage", "--timeout", "inf"],
+     "--timeout must be a finite number of seconds above 0, got inf"),
+    (["--trials", "0", "--seed", "7"], "argument --seed: given more than once"),
+    (["--trials", "0", "--trials", "1"], "argument --trials: given more than once"),
+    (["--trials", "0", "--seed=7"], "argument --seed: given more than once"),
+    (["--trials", "0", "--see", "7"], "unrecognized arguments: --see 7"),
+    (["--trials", "0", "--out", ""], "no trials output path given"),
+    (["--trials", "0", "--out", "{notebook}"],
+     "--out {notebook!r} is the notebook {notebook!r}: give --out another file"),
 ])
 def test_bad_input_is_one_line_exit_2(notebook: Path, args: list[str], says: str,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     from det_nb.trials import main
 
-    assert main([str(notebook), "--seed", "42", *args]) == 2
+    before = notebook.read_bytes()
+    names = {"notebook": str(notebook)}
+    assert main([str(notebook), "--seed", "42", *(arg.format(**names) for arg in args)]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err.count("\n") == 1 and says in err, err
+    assert out == "" and err.count("\n") == 1 and says.format(**names) in err, err
+    assert notebook.read_bytes() == before
+
+
+@contextlib.contextmanager
+def not_dask() -> Iterator[str]:
+    """The address of a loopback listener that greets every connection like an SSH server."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.2)
+        done = threading.Event()
+
+        def greet() -> None:
+            while not done.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    continue
+                with connection:
+                    connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n" * 8)
+
+        thread = threading.Thread(target=greet, daemon=True)
+        thread.start()
+        try:
+            yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        finally:
+            done.set()
+            thread.join(5)
+
+
+@pytest.mark.parametrize("scheduler", ["garbage", "not dask"])
+def test_a_scheduler_that_is_not_dask_is_one_line_exit_2(notebook: Path, scheduler: str) -> None:
+    with contextlib.ExitStack() as stack:
+        address = stack.enter_context(not_dask()) if scheduler == "not dask" else scheduler
+        refused = trials_command(notebook.name, "--seed", "42", "--trials", "0",
+                                 "--scheduler", address, "--connect-timeout", "3",
+                                 cwd=notebook.parent, timeout=60)
+    assert refused.returncode == 2 and refused.stdout == "", refused
+    # one line: no traceback, and no "Exception ignored in Client.__del__" at exit
+    [line] = refused.stderr.splitlines()
+    assert line.startswith(f"python -m det_nb trials: error: cannot reach the Dask scheduler "
+                           f"at '{address}' within 3 s: "), line
+
+
+def test_results_are_printed_when_the_out_folder_is_gone(
+        notebook: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from det_nb import trials
+    from det_nb.trials import TrialResult, TrialsResult
+
+    folder = notebook.parent / "results"
+    folder.mkdir()
+
+    def trials_that_outlive_the_folder(*args: object, **kwargs: object) -> TrialsResult:
+        folder.rmdir()  # removed while the trials run
+        done = TrialResult(0, TRIAL_SEEDS[0], "w1", 1.0, {"loss": 0.25}, [], None, None)
+        return TrialsResult(notebook.name, SEED, "seedsequence", ("loss",), [done])
+
+    monkeypatch.setattr(trials, "run_trials", trials_that_outlive_the_folder)
+    status = trials.main([str(notebook), "--seed", str(SEED), "--trials", "0",
+                          "--collect", "loss", "--out", str(folder / "x.json")])
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert f"0      {TRIAL_SEEDS[0]}   w1      1.00     0.25" in out  # the table, not lost
+    assert err.count("\n") == 1 and err.startswith("python -m det_nb trials: error: cannot "
+                                                   f"write '{folder / 'x.json'}'"), err
 
 
 def test_unknown_notebook_and_unreachable_scheduler_exit_2(notebook: Path) -> None:
