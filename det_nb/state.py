@@ -293,7 +293,7 @@ def status_check(session: Session) -> Check:
     return Check(
         "state save/restore", "ok",
         "saves every seeded global generator and det_nb.rng(); cannot restore "
-        f"{', '.join([*titles, 'generators you make yourself'])} (see the README)",
+        f"{', '.join([*titles, 'generators you make yourself'])} (see docs/records.md)",
     )
 
 
