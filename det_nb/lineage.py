@@ -6,7 +6,6 @@ docs/lineage.md and pinned by ``tests/test_lineage.py``.
 
 from __future__ import annotations
 
-import hashlib
 import operator
 import re
 import time
@@ -122,6 +121,8 @@ def cell_key(source: str) -> int:
     Line endings and trailing whitespace are normalised (front ends differ there); the
     key is the first 8 bytes of the SHA-256 of the UTF-8 text, little-endian.
     """
+    import hashlib  # here: its OpenSSL load costs %load_ext about 2 ms
+
     text = source.replace("\r\n", "\n").rstrip()
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 from abc import ABC, abstractmethod
@@ -101,6 +100,8 @@ def check_arrays(name: str, state: State, expected: State) -> None:
 
 def digest(*parts: object) -> str:
     """A short stable digest of ``repr``/bytes parts (for state fingerprints)."""
+    import hashlib  # here: its OpenSSL load costs %load_ext about 2 ms
+
     h = hashlib.blake2b(digest_size=12)
     for part in parts:
         h.update(part if isinstance(part, bytes) else repr(part).encode())
