@@ -40,7 +40,7 @@ from typing import Any
 from det_nb.cpu_kernels import pin_environment
 from det_nb.determinism import THREAD_ENV
 from det_nb.files import read_limited, writable_target, write_atomically
-from det_nb.lineage import SCHEMES, Lineage, validate_scheme, validate_seed
+from det_nb.lineage import SCHEMES, Lineage, validate_integer, validate_scheme, validate_seed
 from det_nb.notebook_runner import (
     MAX_NOTEBOOK_BYTES,
     NameFingerprint,
@@ -701,6 +701,14 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _whole_number(text: str) -> int:
+    """An argparse type: the one integer check (no ٤٢ or 4_2); ranges are run_trials'."""
+    try:
+        return validate_integer(text, "the value", 0)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="python -m det_nb trials", allow_abbrev=False,
@@ -714,7 +722,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scheme", choices=SCHEMES, default="seedsequence",
                         help="trial seed derivation (default: seedsequence)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, metavar="N",
+    where.add_argument("--workers", type=_whole_number, metavar="N",
                        help="single-threaded workers of an embedded LocalCluster "
                        "(default: one per core)")
     where.add_argument("--scheduler", metavar="ADDRESS",
@@ -725,7 +733,7 @@ def _parser() -> argparse.ArgumentParser:
     best.add_argument("--minimize", metavar="NAME", help="report the trial with the lowest NAME")
     best.add_argument("--maximize", metavar="NAME", help="report the trial with the highest NAME")
     parser.add_argument("--out", metavar="PATH", help="write the results as JSON")
-    parser.add_argument("--verify", type=int, default=0, metavar="K",
+    parser.add_argument("--verify", type=_whole_number, default=0, metavar="K",
                         help="re-run K trials on another worker and compare (exit 1 if any differ)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                         help=f"seconds per cell (default: {DEFAULT_TIMEOUT:g})")

@@ -495,13 +495,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _runs(text: str) -> int:
+    from det_nb.lineage import validate_integer  # the one integer check: no ٤٢ or 4_2
+
     try:
-        runs = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if not 1 <= runs <= MAX_RUNS:
-        raise argparse.ArgumentTypeError(f"must be in [1, {MAX_RUNS}], got {runs}")
-    return runs
+        return validate_integer(text, "--runs", 1, MAX_RUNS)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _seconds(text: str) -> float:

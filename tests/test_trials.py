@@ -205,6 +205,8 @@ def test_trial_specs() -> None:
     (["--trials", "3-1"], "the range 3-1 runs backwards"),
     (["--trials", "0-1", "--verify", "3"], "verify must be a number of trials in [0, 2]"),
     (["--trials", "0-1", "--scheme", "determined"], "must be in [1, 1000000]"),
+    (["--trials", "0-1", "--workers", "٢"], "the value must be an integer >= 0, got '٢'"),
+    (["--trials", "0-1", "--verify", "1_0"], "the value must be an integer >= 0, got '1_0'"),
     # --scheduler garbage: were the check missing, no cluster would start
     (["--trials", "0", "--scheduler", "garbage", "--connect-timeout", "nan"],
      "--connect-timeout must be a finite number of seconds above 0, got nan"),
