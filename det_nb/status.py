@@ -24,7 +24,6 @@ CAVEATS = frozenset({"hash randomisation", "determined cluster"})
 PORTABILITY_SUFFIX = " kernels"
 
 
-
 @dataclass(frozen=True)
 class Check:
     """One line of the report: what was checked, its state, why, and how to fix it."""
