@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -89,23 +90,39 @@ def start(*args: str, tag: str, cwd: Path | None = None) -> subprocess.Popen:
     """A process in its own group (so stopping it takes its children too), marked ``tag``.
 
     Its children (workers, kernels) inherit the marker in their environment.
+    Its output goes to files, not pipes: a pipe nobody reads while the test waits (a Dask
+    scheduler's log, a worker's warnings) fills up and blocks the process.
     """
     env = {**os.environ, **QUIET_TF, MARKER: tag}
-    return subprocess.Popen([sys.executable, *args], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # noqa: SIM115 - stop closes them
+    process = subprocess.Popen([sys.executable, *args], env=env, cwd=cwd, stdout=out,
+                               stderr=err, text=True, start_new_session=True)
+    process.output_files = (out, err)
+    return process
+
+
+def finish(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """Wait for ``process`` (TimeoutExpired after ``timeout``); its stdout and stderr."""
+    process.wait(timeout=timeout)
+    texts = []
+    for file in process.output_files:
+        file.seek(0)
+        texts.append(file.read())
+    return texts[0], texts[1]
 
 
 def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the process group, SIGKILL what is left after 10 s."""
+    """SIGTERM the process group, SIGKILL what is left after 10 s; close its output files."""
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         try:
-            process.communicate(timeout=wait)
-            return
+            process.wait(timeout=wait)
+            break
         except subprocess.TimeoutExpired:
             continue
+    for file in process.output_files:
+        file.close()
 
 
 def marked_processes(tag: str) -> list[int]:
@@ -170,7 +187,7 @@ def trials_command(*args: str, cwd: Path, timeout: float = 240) -> subprocess.Co
     tag = uuid.uuid4().hex
     process = start("-m", "det_nb.trials", *args, tag=tag, cwd=cwd)
     try:
-        out, err = process.communicate(timeout=timeout)
+        out, err = finish(process, timeout)
         assert_none_left(tag)
     finally:
         stop(process)
@@ -393,7 +410,8 @@ def test_a_killed_worker_loses_no_trial(tmp_path: Path) -> None:
             marker = tmp_path / "running-0"
             deadline = time.monotonic() + 120
             while not (marker.exists() and marker.read_text()):
-                assert time.monotonic() < deadline and run.poll() is None, "trial 0 never ran"
+                assert run.poll() is None, f"trials ended early: {finish(run, 1)[1][-3000:]}"
+                assert time.monotonic() < deadline, "trial 0 never ran"
                 time.sleep(0.2)
             killed = int(marker.read_text())
             victim = next(w for w in workers if w.pid == killed)  # a worker runs the kernel
@@ -401,7 +419,7 @@ def test_a_killed_worker_loses_no_trial(tmp_path: Path) -> None:
                 dead_address = next(a for a, pid in client.run(os.getpid).items()
                                     if pid == killed)
             os.kill(victim.pid, signal.SIGKILL)
-            _, err = run.communicate(timeout=180)
+            _, err = finish(run, 180)
         finally:
             stop(run)
         assert run.returncode == 0, err[-3000:]
@@ -424,10 +442,11 @@ def test_ctrl_c_stops_the_cluster_and_its_kernels(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 120
         while not all((tmp_path / f"running-{k}").exists() for k in (0, 1)):
-            assert time.monotonic() < deadline and run.poll() is None, "trials never ran"
+            assert run.poll() is None, f"trials ended early: {finish(run, 1)[1][-3000:]}"
+            assert time.monotonic() < deadline, "trials never ran"
             time.sleep(0.2)
         os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        _, err = run.communicate(timeout=120)
+        _, err = finish(run, 120)
         assert run.returncode == 130, err[-3000:]
         # A loaded machine may add a warning of Dask's; never a traceback.
         assert err.splitlines()[-1] == ("python -m det_nb trials: interrupted; the cluster it "
