@@ -26,7 +26,7 @@ from det_nb.determinism import (
     THREAD_ENV,
     validate_flag,
 )
-from det_nb.files import write_atomically
+from det_nb.files import read_limited, write_atomically
 from det_nb.lineage import Lineage, validate_integer, validate_seed
 
 DEFAULT_NAME = "det_nb"
@@ -189,10 +189,10 @@ def settings_of(spec: object) -> dict[str, Any] | None:
 
 def _is_det_nb_folder(folder: str) -> bool:
     """Whether ``folder`` holds a kernel.json that det_nb wrote."""
-    try:
-        with open(os.path.join(folder, SPEC_FILE), "rb") as file:
-            return settings_of(json.loads(file.read(1_000_000))) is not None
-    except (OSError, ValueError):
+    try:  # through files.py: a kernel.json that is a FIFO must not hang the install
+        data = read_limited(os.path.join(folder, SPEC_FILE), "kernelspec", 1_000_000)
+        return settings_of(json.loads(data)) is not None
+    except ValueError:  # unreadable, not a regular file, too big, or not JSON
         return False
 
 

@@ -331,3 +331,29 @@ def test_kernel_json_is_readable_by_every_user(jupyter_dirs: Path) -> None:
     assert stat.S_IMODE((folder / "kernel.json").stat().st_mode) == 0o640
     assert json.loads((folder / "kernel.json").read_text())["metadata"]["det_nb"]["seed"] == 2
     assert sorted(path.name for path in folder.iterdir()) == ["kernel.json"]
+
+
+def test_install_over_a_folder_whose_kernel_json_is_a_fifo_returns_at_once(tmp_path) -> None:
+    import threading
+
+    from det_nb import kernel
+
+    folder = tmp_path / "share" / "jupyter" / "kernels" / "odd"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "kernel.json")
+    outcome: list[BaseException | None] = []
+
+    def install() -> None:
+        try:
+            kernel.install(kernel.KernelOptions("odd"), prefix=str(tmp_path))
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=install, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert outcome, "installing over a FIFO kernel.json hung"
+    assert isinstance(outcome[0], ValueError)
+    assert "is not a det_nb kernelspec" in str(outcome[0])
+    assert (folder / "kernel.json").is_fifo()
