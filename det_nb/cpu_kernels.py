@@ -208,7 +208,7 @@ def cpu_check(portable: bool | None) -> Check:
             "cpu kernels", "warn",
             f"{machine}: x86-64 and {machine} never agree bit for bit, so results are "
             f"reproducible only on other {machine} machines with the same library versions",
-            "compare runs on machines of one architecture",
+            "compare runs on machines of one architecture", caveat=True,
         )
     flags = cpu_flags()
     if flags and not all(flag in flags for flag in _BASELINE_FLAGS):
@@ -217,7 +217,7 @@ def cpu_check(portable: bool | None) -> Check:
             "cpu kernels", "warn",
             f"this CPU is below the {BASELINE} baseline (lacks {missing}): libraries fall "
             "back to older kernels, whose floats differ from those of AVX2 machines",
-            "run on an x86-64 CPU with AVX2 and FMA (about 2015 on)",
+            "run on an x86-64 CPU with AVX2 and FMA (about 2015 on)", caveat=True,
         )
     # The same words on every x86-64 CPU at or above the baseline: stored notebook outputs
     # show this row and must match on AVX2 and AVX-512 machines alike.
@@ -364,7 +364,7 @@ def _library_check(module: str, parts: dict[str, str], portable: bool) -> Check:
     if not off:
         return Check(name, "ok", f"{shown}: the baseline")
     return Check(name, "warn", f"{shown}: {', '.join(off)} not the baseline, "
-                 f"{_why(module, off)}", _fix(module, off))
+                 f"{_why(module, off)}", _fix(module, off), caveat=True)
 
 
 def _why(module: str, off: list[str]) -> str:

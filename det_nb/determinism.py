@@ -222,7 +222,7 @@ def hash_seed_check() -> Check:
         "hash randomisation", "warn",
         "on: hash() of str/bytes and set iteration order differ per process; this cannot "
         "be changed after the interpreter started",
-        "restart the kernel with PYTHONHASHSEED=0 in its environment",
+        "restart the kernel with PYTHONHASHSEED=0 in its environment", caveat=True,
     )
 
 

@@ -41,10 +41,10 @@ from det_nb.lineage import Lineage
 from det_nb.session import NOT_SEEDED, Session
 from det_nb.status import Check
 
-#: The record format this det_nb writes. Version 1 (before CPU kernels were recorded)
-#: is read too.
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: The record format this det_nb writes. Versions 1 (before CPU kernels were recorded)
+#: and 2 (before each check said whether it is a caveat) are read too.
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 #: Packages whose version can change results (det_nb's own is recorded too).
 PACKAGES = ("numpy", "tensorflow", "keras", "torch", "jax", "jaxlib")
 #: Environment variables that act at start: recorded when set.
@@ -95,7 +95,8 @@ def build(session: Session) -> dict[str, Any]:
             "portable": settings.portable,
         },
         "status": [
-            {"name": c.name, "state": c.state, "detail": c.detail, "fix": c.fix}
+            {"name": c.name, "state": c.state, "detail": c.detail, "fix": c.fix,
+             "caveat": c.caveat}
             for c in session.status().checks
         ],
         "environment": environment(),
@@ -192,7 +193,7 @@ def load(path: str | os.PathLike[str]) -> Record:
         raise ValueError(f"{where} has no version field: not a det_nb record")
     version = data["version"]
     if type(version) is not int or version not in READABLE_VERSIONS:
-        readable = " and ".join(map(str, READABLE_VERSIONS))
+        readable = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
         raise ValueError(f"{where} has version {version!r:.60}; this det_nb reads versions "
                          f"{readable}")
     try:
@@ -216,15 +217,17 @@ _SCHEMA_V1: dict[str, Any] = {
         "hash_randomization": bool,
     },
 }
+_SCHEMA_V2: dict[str, Any] = {
+    **_SCHEMA_V1,
+    "settings": {**_SCHEMA_V1["settings"], "portable": bool},
+    "environment": {
+        **_SCHEMA_V1["environment"], "cpu_flags": [str], "cpu_kernels": MapOf(str),
+    },
+}
 _SCHEMAS: dict[int, dict[str, Any]] = {
     1: _SCHEMA_V1,
-    2: {
-        **_SCHEMA_V1,
-        "settings": {**_SCHEMA_V1["settings"], "portable": bool},
-        "environment": {
-            **_SCHEMA_V1["environment"], "cpu_flags": [str], "cpu_kernels": MapOf(str),
-        },
-    },
+    2: _SCHEMA_V2,
+    3: {**_SCHEMA_V2, "status": [{**_SCHEMA_V1["status"][0], "caveat": bool}]},
 }
 
 
@@ -243,7 +246,8 @@ def _record(data: dict[str, Any]) -> Record:
     # Version 1 predates CPU-kernel pins: those runs had none.
     settings = Settings(**{"portable": False, **data["settings"]})
     checks = tuple(
-        Check(**{key: printable(text) if key != "state" else text for key, text in check.items()})
+        Check(**{key: printable(text) if isinstance(text, str) and key != "state" else text
+                 for key, text in check.items()})
         for check in data["status"]
     )
     return Record(lineage, settings, checks, data["environment"])

@@ -258,6 +258,7 @@ class Session:
             "determined cluster", "warn",
             f"an explicit seed overrides the cluster's trial seed {self.cluster_seed}: draws "
             "differ from the cluster run's", "%det_seed with no seed adopts the cluster's",
+            caveat=True,
         )
 
     def _per_cell_check(self) -> Check:

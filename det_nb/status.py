@@ -17,21 +17,23 @@ State = Literal["ok", "warn", "off"]
 STATES: tuple[State, ...] = ("ok", "warn", "off")
 STATE_COLOURS = {"ok": "#1a7f37", "warn": "#b35900", "off": "#6e7781"}
 NOT_REPRODUCIBLE_COLOUR = "#cf222e"
-# Warnings that leave every seeded draw repeatable on this machine: they concern other
-# processes (hash order), another run (the cluster's) or other CPUs (the "... kernels"
-# checks), so the verdict stays "reproducible on this machine" and names them.
-CAVEATS = frozenset({"hash randomisation", "determined cluster"})
-PORTABILITY_SUFFIX = " kernels"
 
 
 @dataclass(frozen=True)
 class Check:
-    """One line of the report: what was checked, its state, why, and how to fix it."""
+    """One line of the report: what was checked, its state, why, and how to fix it.
+
+    ``caveat``: a warning that leaves every seeded draw repeatable on this machine, since
+    it concerns other processes (hash order), another run (a cluster's) or other machines
+    (CPU kernels, thread counts); the verdict stays "reproducible on this machine" and
+    names it. Any other warning is a defect of this run: NOT reproducible.
+    """
 
     name: str
     state: State
     detail: str
     fix: str = ""
+    caveat: bool = False
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -45,8 +47,7 @@ class Check:
 
 def breaks_reproducibility(check: Check) -> bool:
     """Whether a warning means the same cells can give other results on this machine."""
-    return (check.state == "warn" and check.name not in CAVEATS
-            and not check.name.endswith(PORTABILITY_SUFFIX))
+    return check.state == "warn" and not check.caveat
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from det_nb.status import NOT_REPRODUCIBLE_COLOUR, STATE_COLOURS, Check, Report
 SEEDED = Lineage(42, 3)
 NUMPY = Check("numpy", "ok", "np.random.seed(1129302213)")
 PER_CELL = Check("per-cell seeding", "off", "off", "%det_seed SEED --per-cell")
-HASH = Check("hash randomisation", "warn", "on", "restart the kernel with PYTHONHASHSEED=0")
+HASH = Check("hash randomisation", "warn", "on", "restart the kernel with PYTHONHASHSEED=0",
+             caveat=True)
 THREADS = Check("tensorflow threads", "warn", "could not pin to 1", "restart the kernel")
 
 
@@ -44,7 +45,7 @@ def test_a_breaking_warning_comes_first_and_the_rest_are_counted() -> None:
 
 def test_cpu_kernel_warnings_are_portability_caveats() -> None:
     kernels = Check("numpy kernels", "warn", "OpenBLAS SkylakeX: not the baseline",
-                    "restart the kernel")
+                    "restart the kernel", caveat=True)
     report = Report(SEEDED, (HASH, kernels, NUMPY))
     assert report.verdict() == (
         "reproducible on this machine: 1 ok, 2 warn, 0 off "

@@ -11,7 +11,7 @@ from det_nb.status import Check, Report
 # the verdict names the breaking one first all the same.
 CHECKS = (
     Check("python random", "ok", "random.seed(1129302213); no draws since seeding"),
-    Check("hash randomisation", "warn", "on", "restart with PYTHONHASHSEED=0"),
+    Check("hash randomisation", "warn", "on", "restart with PYTHONHASHSEED=0", caveat=True),
     Check("tensorflow threads", "warn", "default <pools> & more", "%det_seed 42 --threads 1"),
     Check("per-cell seeding", "off", "off", "%det_seed SEED --per-cell"),
 )
