@@ -52,7 +52,7 @@ class Session:
         *,
         scheme: str = "seedsequence",
         threads: int | None = 1,
-        deterministic_ops: bool = False,
+        deterministic_ops: bool | str = False,
         per_cell: bool = False,
         portable: bool = True,
     ) -> Lineage:
@@ -64,7 +64,7 @@ class Session:
         lineage = make_lineage(seed, trial, scheme, cluster_seed=cluster_trial_seed())
         settings = Settings(
             determinism.validate_threads(threads),
-            determinism.validate_flag(deterministic_ops, "deterministic_ops"),
+            determinism.validate_deterministic_ops(deterministic_ops),
             determinism.validate_flag(per_cell, "per_cell"),
             determinism.validate_flag(portable, "portable"),
         )
