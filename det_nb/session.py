@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from det_nb import cpu_kernels, determinism
+from det_nb import cpu_kernels, determinism, xla
 from det_nb.cluster import cluster_trial_seed
 from det_nb.determinism import Settings
 from det_nb.import_guard import ImportGuard
@@ -78,6 +78,7 @@ class Session:
         """
         cluster_seed = cluster_trial_seed()  # may raise: before anything changes
         cpu_kernels.apply(settings.portable)  # before anything below can load NumPy
+        xla.apply(bool(settings.deterministic_ops))  # in XLA_FLAGS before JAX can load
         self.lineage, self.settings, self.cluster_seed = lineage, settings, cluster_seed
         self.last_cell_seed = None
         self._apply(lineage.trial_seed)

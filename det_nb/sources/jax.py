@@ -1,7 +1,8 @@
 """JAX: no global PRNG state; det_nb hands out a key derived from the trial seed.
 
 Deterministic ops give XLA its GPU determinism flag before JAX's backend starts
-(:mod:`det_nb.xla`).
+(:mod:`det_nb.xla`): the session sets it with the CPU pins, before JAX loads, and this
+source again when JAX is imported (XLA_FLAGS may have been set again in between).
 """
 
 from __future__ import annotations
