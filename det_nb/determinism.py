@@ -38,9 +38,9 @@ class Settings:
     warn mode, where an op without a deterministic kernel runs and is listed instead of
     raising (TF and XLA have no such mode: theirs stay strict). ``per_cell``: re-seed
     before every cell from (trial seed, cell text), so a cell's draws do not depend on
-    execution order. ``portable``: pin
-    the CPU kernels of NumPy, TensorFlow, torch and JAX to the x86-64-v3 baseline
-    (:mod:`det_nb.cpu_kernels`), so floats agree across CPU generations.
+    execution order. ``portable``: pin the CPU kernels of NumPy, TensorFlow, torch and JAX
+    to the x86-64-v3 baseline (:mod:`det_nb.cpu_kernels`), so floats agree across CPU
+    generations.
     """
 
     threads: int | None = 1

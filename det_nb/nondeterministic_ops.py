@@ -48,9 +48,14 @@ _counting = False
 
 
 def install() -> None:
-    """Count every warn-mode alert from now on (again first in the filter list)."""
+    """Count every warn-mode alert from now on (det_nb's filter first in the list again).
+
+    The filter list is changed only when det_nb's is not first: each change makes Python
+    show every other warning again once per line.
+    """
     global _previous, _counting
-    warnings.filterwarnings("always", message=_FILTER, category=UserWarning)
+    if not warnings.filters or not _ours(warnings.filters[0]):
+        warnings.filterwarnings("always", message=_FILTER, category=UserWarning)
     if getattr(warnings, "_showwarnmsg", None) is not _show:
         _previous = getattr(warnings, "_showwarnmsg", None)
         if _previous is not None:
@@ -62,14 +67,18 @@ def uninstall() -> None:
     """Stop counting; remove det_nb's filter, and its hook unless another wraps it."""
     global _counting
     _counting = False
-    ours = [f for f in warnings.filters
-            if f[0] == "always" and getattr(f[1], "pattern", None) == _FILTER]
+    ours = [entry for entry in warnings.filters if _ours(entry)]
     for entry in ours:
         warnings.filters.remove(entry)
     if ours and hasattr(warnings, "_filters_mutated"):
         warnings._filters_mutated()
     if getattr(warnings, "_showwarnmsg", None) is _show and _previous is not None:
         warnings._showwarnmsg = _previous
+
+
+def _ours(entry: tuple) -> bool:
+    """Whether a ``warnings.filters`` entry is det_nb's."""
+    return entry[0] == "always" and getattr(entry[1], "pattern", None) == _FILTER
 
 
 def counting() -> bool:

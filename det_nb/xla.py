@@ -14,6 +14,7 @@ comes first since it also covers autotuning ("run-to-run determinism"), where
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import mmap
 import os
@@ -57,14 +58,20 @@ def xla_libraries() -> dict[str, list[Path]]:
     """Per installed package, its shared libraries with XLA's flag table (none imported)."""
     found: dict[str, list[Path]] = {}
     for package, patterns in LIBRARIES.items():
-        spec = importlib.util.find_spec(package) if package not in sys.modules else (
-            sys.modules[package].__spec__)
-        folders = list(getattr(spec, "submodule_search_locations", None) or [])
+        folders = list(getattr(_spec(package), "submodule_search_locations", None) or [])
         paths = sorted({path for folder in folders for pattern in patterns
                         for path in Path(folder).glob(pattern) if path.is_file()})
         if paths:
             found[package] = paths
     return found
+
+
+def _spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """A top-level package's spec, found without importing it (None: not there)."""
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a module without __spec__ in sys.modules
+        return None
 
 
 def registers(library: Path, flag: str) -> bool:
@@ -146,17 +153,20 @@ def jax_gpus() -> list[str]:
 
 def gpu_plugins() -> list[str]:
     """JAX GPU plugins installed here (found, not imported)."""
-    found = [name for name in GPU_PLUGINS if importlib.util.find_spec(name) is not None]
-    spec = importlib.util.find_spec("jax_plugins")
-    for folder in getattr(spec, "submodule_search_locations", None) or []:
+    found = [name for name in GPU_PLUGINS if _spec(name) is not None]
+    for folder in getattr(_spec("jax_plugins"), "submodule_search_locations", None) or []:
         found += sorted(f"jax_plugins.{path.name}" for path in Path(folder).glob("xla_*")
                         if path.is_dir())
     return found
 
 
 def waiting_gpu_plugins() -> list[str]:
-    """JAX GPU plugins JAX may still start on: installed, and JAX's backend not started."""
-    if backends_started() or importlib.util.find_spec("jax") is None:
+    """JAX GPU plugins JAX may still start on: installed, JAX's backend not started, and
+    ``JAX_PLATFORMS`` (if set) naming a GPU platform."""
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms and not any(gpu in platforms for gpu in _GPU_PLATFORMS):
+        return []
+    if backends_started() or _spec("jax") is None:
         return []
     return gpu_plugins()
 

@@ -223,3 +223,5 @@ def test_an_installed_jax_gpu_plugin_is_named_before_jax_starts(tmp_path: Path) 
     assert run_python(code.format(ops=", deterministic_ops=True"), env)[:2] == [
         "ok", "none in use yet; jax_cuda12_plugin installed: JAX may run on a GPU once its "
         "backend starts, with deterministic ops on"]
+    assert run_python(code.format(ops=""), {**env, "JAX_PLATFORMS": "cpu"})[:2] == [
+        "ok", "none visible to the imported frameworks: CPU only"]  # JAX told to use the CPU
