@@ -27,14 +27,17 @@ def seed(
     *,
     scheme: str = "seedsequence",
     threads: int | None = 1,
-    deterministic_ops: bool = False,
+    deterministic_ops: bool | str = False,
     per_cell: bool = False,
     portable: bool = True,
 ) -> Lineage:
     """Seed every PRNG from ``seed`` and ``trial``; return the lineage.
 
     ``threads``: TF threads to pin (1, the default, is single-thread mode; None leaves TF
-    alone). ``per_cell`` acts where the IPython extension is loaded. ``portable`` pins
+    alone). ``deterministic_ops``: True runs only deterministic kernels (torch, TF, and
+    JAX's XLA on GPUs), so an op without one raises; ``"warn"`` lets such an op run and
+    lists it with its count in the status (torch's warn mode; the run is then NOT
+    reproducible). ``per_cell`` acts where the IPython extension is loaded. ``portable`` pins
     CPU kernels to the x86-64-v3 baseline (libraries not imported yet; see the status).
     Raises ValueError on bad input, before anything is seeded.
     """

@@ -17,12 +17,14 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from det_nb.determinism import Settings
+from det_nb.determinism import WARN, Settings
 from det_nb.lineage import Lineage
 from det_nb.session import Session
 from det_nb.status import STATE_COLOURS, Check, Report
 
 TITLE = "det_nb: seed lineage and determinism"
+#: The deterministic-ops control's choices: label -> Settings.deterministic_ops.
+DETERMINISTIC_OPS = (("off", False), ("on", True), ("warn", WARN))
 MAX_THREADS = 1024
 MAX_WORKERS = 64
 _ERROR_COLOUR = "#cf222e"
@@ -67,9 +69,11 @@ class Dashboard:
             layout=widgets.Layout(width="130px"),
             tooltip="TensorFlow threads when not single-thread; 0 leaves TensorFlow's default.",
         ).add_class("det-nb-threads")
-        self.deterministic_ops = widgets.Checkbox(
-            description="deterministic ops", indent=False, layout=widgets.Layout(width="auto"),
-            tooltip="TensorFlow op determinism and torch deterministic algorithms.",
+        self.deterministic_ops = widgets.Dropdown(
+            description="deterministic ops", options=DETERMINISTIC_OPS, style=text_style,
+            layout=widgets.Layout(width="230px"),
+            tooltip="on: deterministic kernels only (TensorFlow, torch, XLA for JAX); an op "
+            "without one raises. warn: torch runs such ops and the status lists them.",
         ).add_class("det-nb-deterministic-ops")
         self.portable = widgets.Checkbox(
             description="portable kernels", indent=False, layout=widgets.Layout(width="auto"),
@@ -201,7 +205,8 @@ class Dashboard:
     def _settings_text(self) -> str:
         threads = self.session.settings.threads
         mode = {None: "left to TensorFlow", 1: "single-thread"}.get(threads, f"pinned to {threads}")
-        ops = "on" if self.session.settings.deterministic_ops else "off"
+        ops = {False: "off", True: "on", WARN: "on (warn mode: ops without a deterministic "
+               "kernel run and are listed)"}[self.session.settings.deterministic_ops]
         kernels = "portable" if self.session.settings.portable else "native"
         return f"TensorFlow threads {mode}; deterministic ops {ops}; CPU kernels {kernels}"
 

@@ -10,7 +10,9 @@ import os
 import sys
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Literal
 
+from det_nb import nondeterministic_ops
 from det_nb.lineage import validate_integer  # the one integer check, shared with seeds
 from det_nb.status import Check
 
@@ -19,6 +21,7 @@ MAX_THREADS = 1024
 THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 CUBLAS_DETERMINISTIC = ":4096:8"
+WARN = "warn"  # deterministic_ops's warn mode
 RESTART_FIX = (
     "restart the kernel and run %det_seed before the first TensorFlow op, or start the "
     "kernel with TF_NUM_INTRAOP_THREADS={n} TF_NUM_INTEROP_THREADS={n}"
@@ -30,20 +33,24 @@ class Settings:
     """What the session applies besides seeds.
 
     ``threads``: TF intra- and inter-op threads to pin (1 = single-thread mode), or None
-    to leave TF's pools alone. ``deterministic_ops``: TF op determinism and torch's
-    deterministic algorithms. ``per_cell``: re-seed before every cell from (trial seed,
-    cell text), so a cell's draws do not depend on execution order. ``portable``: pin
-    the CPU kernels of NumPy, TensorFlow, torch and JAX to the x86-64-v3 baseline
-    (:mod:`det_nb.cpu_kernels`), so floats agree across CPU generations.
+    to leave TF's pools alone. ``deterministic_ops``: TF op determinism, torch's
+    deterministic algorithms and XLA's GPU determinism flag for JAX; ``"warn"`` is torch's
+    warn mode, where an op without a deterministic kernel runs and is listed instead of
+    raising (TF and XLA have no such mode: theirs stay strict). ``per_cell``: re-seed
+    before every cell from (trial seed, cell text), so a cell's draws do not depend on
+    execution order. ``portable``: pin the CPU kernels of NumPy, TensorFlow, torch and JAX
+    to the x86-64-v3 baseline (:mod:`det_nb.cpu_kernels`), so floats agree across CPU
+    generations.
     """
 
     threads: int | None = 1
-    deterministic_ops: bool = False
+    deterministic_ops: bool | Literal["warn"] = False
     per_cell: bool = False
     portable: bool = True
 
     def __post_init__(self) -> None:
         validate_threads(self.threads)
+        validate_deterministic_ops(self.deterministic_ops)
 
 
 def validate_threads(threads: object, leave_alone: str = "None") -> int | None:
@@ -57,6 +64,16 @@ def validate_threads(threads: object, leave_alone: str = "None") -> int | None:
         return None
     alternative = f" (or {leave_alone} to leave TensorFlow's thread pools alone)"
     return validate_integer(threads, "threads", 1, MAX_THREADS, alternative)
+
+
+def validate_deterministic_ops(value: object) -> bool | Literal["warn"]:
+    """``value`` if it is True, False or ``"warn"``; ValueError otherwise (``1`` is refused)."""
+    if isinstance(value, bool) or (isinstance(value, str) and value == WARN):
+        return value
+    raise ValueError(
+        f"deterministic_ops must be True (ops without a deterministic kernel raise), "
+        f"'warn' (they run and are listed) or False, got {value!r:.60}"
+    )
 
 
 def validate_flag(value: object, name: str) -> bool:
@@ -164,24 +181,26 @@ def tf_op_determinism_check() -> Check:
     )
 
 
-def set_torch_determinism(torch: ModuleType, enabled: bool) -> None:
-    """Do what ``torch.use_deterministic_algorithms(enabled)`` does, without importing triton.
+def set_torch_determinism(torch: ModuleType, mode: bool | str) -> None:
+    """Do what ``torch.use_deterministic_algorithms(mode, warn_only=mode == "warn")`` does,
+    without importing triton.
 
     That function imports ``torch._inductor.config`` (and with it triton) to set inductor's
     ``deterministic``; triton and TensorFlow each bundle LLVM, and loading the second one
     aborts the process ("LLVM ERROR: inconsistency in registered CommandLine options").
-    So nothing is set when the flag is already as wanted; the flag itself is set through
-    ``torch._C``; inductor's setting is set where inductor is loaded, and otherwise left
-    to ``TORCHINDUCTOR_DETERMINISTIC``, which inductor reads when it loads. cuBLAS's
+    So nothing is set when the flags are already as wanted; the flags themselves are set
+    through ``torch._C``; inductor's setting is set where inductor is loaded, and otherwise
+    left to ``TORCHINDUCTOR_DETERMINISTIC``, which inductor reads when it loads. cuBLAS's
     workspace is set while CUDA is unused.
     """
+    enabled, warn_only = bool(mode), mode == WARN
     if enabled and not torch.cuda.is_initialized():
         os.environ.setdefault(CUBLAS_ENV, CUBLAS_DETERMINISTIC)
     in_force = (torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled())
-    if in_force == (enabled, False):
+    if in_force == (enabled, warn_only):
         return
-    torch._C._set_deterministic_algorithms(enabled, warn_only=False)
+    torch._C._set_deterministic_algorithms(enabled, warn_only=warn_only)
     inductor = sys.modules.get("torch._inductor.config")
     if inductor is not None:
         inductor.deterministic = enabled
@@ -191,21 +210,96 @@ def set_torch_determinism(torch: ModuleType, enabled: bool) -> None:
         os.environ.pop(INDUCTOR_ENV, None)
 
 
-def torch_determinism_check(torch: ModuleType) -> Check:
-    """Whether torch uses deterministic algorithms, and cuBLAS is configured for them."""
+def torch_determinism_check(torch: ModuleType, ran: dict[str, int], raised: list[str],
+                            listing: bool) -> Check:
+    """Whether torch uses deterministic algorithms, strict or in warn mode, and what ran.
+
+    ``ran``: ops without a deterministic kernel that ran in warn mode, with their counts;
+    ``raised``: those that raised in strict mode (both since the latest seeding);
+    ``listing``: whether det_nb is counting them (it is in its own warn mode).
+    """
+    name = "torch deterministic algorithms"
     if not torch.are_deterministic_algorithms_enabled():
-        return Check(
-            "torch deterministic algorithms", "off",
-            "off: some CUDA kernels are non-deterministic", "%det_seed SEED --deterministic-ops",
-        )
+        return Check(name, "off", "off: some CUDA kernels are non-deterministic",
+                     "%det_seed SEED --deterministic-ops")
     if torch.cuda.is_available() and os.environ.get(CUBLAS_ENV) not in (CUBLAS_DETERMINISTIC,
                                                                          ":16:8"):
         return Check(
-            "torch deterministic algorithms", "warn",
+            name, "warn",
             f"on, but {CUBLAS_ENV} was not set before CUDA started: cuBLAS calls will raise",
             f"restart the kernel with {CUBLAS_ENV}={CUBLAS_DETERMINISTIC} in its environment",
         )
-    return Check("torch deterministic algorithms", "ok", "on")
+    if not torch.is_deterministic_algorithms_warn_only_enabled():
+        if raised:
+            return Check(
+                name, "warn",
+                f"on (strict): no deterministic kernel for {', '.join(raised)}, which raised "
+                "and stopped a cell: the run is incomplete",
+                "%det_seed SEED --deterministic-ops=warn runs it and lists it (the run is then "
+                f"NOT reproducible), or {nondeterministic_ops.replacements(raised)}",
+            )
+        return Check(name, "ok", "on (strict): an op without a deterministic kernel raises")
+    if not listing:
+        return Check(
+            name, "warn",
+            "on with warn_only set outside det_nb: ops without a deterministic kernel run "
+            "and are not listed here",
+            "%det_seed SEED --deterministic-ops=warn (lists them) or --deterministic-ops "
+            "(they raise)",
+        )
+    if not ran:
+        return Check(name, "ok", "on (warn mode): ops without a deterministic kernel run and "
+                     "are listed here; none ran since the latest seeding")
+    return Check(
+        name, "warn",
+        "on (warn mode): ops without a deterministic kernel ran since the latest seeding, so "
+        f"results can differ run to run: {nondeterministic_ops.describe(ran)}",
+        f"{nondeterministic_ops.replacements(list(ran))}; or accept it (the run stays NOT "
+        "reproducible)",
+    )
+
+
+def cudnn_check(torch: ModuleType) -> Check:
+    """cuDNN's ``benchmark`` and ``deterministic`` as they are, and what they mean now.
+
+    With deterministic algorithms on, torch restricts cuDNN to deterministic convolution
+    algorithms whatever ``cudnn.deterministic`` says; ``benchmark`` then still picks among
+    them by timing, so the algorithm (and with it the floats) can change between runs.
+    """
+    cudnn = torch.backends.cudnn
+    values = f"benchmark {cudnn.benchmark}, deterministic {cudnn.deterministic}"
+    unpin = "torch.backends.cudnn.benchmark = False"
+    if not torch.cuda.is_available():
+        if cudnn.benchmark:
+            return Check(
+                "torch cudnn", "warn",
+                f"{values}; no CUDA device here, but on a GPU benchmark picks convolution "
+                "algorithms by timing, which can change the floats between runs",
+                unpin, caveat=True,
+            )
+        return Check("torch cudnn", "ok", f"{values}; no CUDA device here: cuDNN runs nothing")
+    if torch.are_deterministic_algorithms_enabled():
+        if cudnn.benchmark:
+            return Check(
+                "torch cudnn", "warn",
+                f"{values}: deterministic algorithms keep cuDNN to deterministic convolution "
+                "algorithms, but benchmark picks among them by timing, so the algorithm and "
+                "its floats can change between runs", unpin,
+            )
+        return Check(
+            "torch cudnn", "ok",
+            f"{values}: deterministic algorithms keep cuDNN to deterministic convolution "
+            "algorithms (whatever cudnn.deterministic says), chosen without timing",
+        )
+    if cudnn.deterministic and not cudnn.benchmark:
+        return Check("torch cudnn", "ok", f"{values}: cuDNN convolutions are deterministic "
+                     "(other CUDA ops are not: deterministic ops are off)")
+    return Check(
+        "torch cudnn", "off",
+        f"{values}: cuDNN may pick non-deterministic convolution algorithms"
+        + (", by timing" if cudnn.benchmark else ""),
+        "%det_seed SEED --deterministic-ops" + (f" and {unpin}" if cudnn.benchmark else ""),
+    )
 
 
 def hash_seed_check() -> Check:
@@ -226,13 +320,31 @@ def hash_seed_check() -> Check:
     )
 
 
-def gpu_check(gpus: list[str], deterministic_ops: bool) -> Check:
-    """GPUs that frameworks see, and whether their float results are made deterministic."""
-    if not gpus:
+def gpu_check(gpus: list[str], deterministic_ops: bool | str,
+              waiting: list[str] | None = None) -> Check:
+    """GPUs that frameworks use, and whether their float results are made deterministic.
+
+    ``waiting``: JAX GPU plugins installed while JAX's backend has not started, so JAX may
+    still pick a GPU (None: look now).
+    """
+    if waiting is None:
+        from det_nb import xla  # it builds on this module
+
+        waiting = xla.waiting_gpu_plugins()
+    mode = " (warn mode)" if deterministic_ops == WARN else ""
+    if not gpus and not waiting:
         return Check("gpus", "ok", "none visible to the imported frameworks: CPU only")
+    if not gpus:
+        plugins = (f"none in use yet; {', '.join(waiting)} installed: JAX may run on a GPU "
+                   "once its backend starts")
+        if deterministic_ops:
+            return Check("gpus", "ok", f"{plugins}, with deterministic ops on{mode}")
+        return Check("gpus", "off", f"{plugins}, where its scatter-adds can give different "
+                     "floats run to run", "%det_seed SEED --deterministic-ops before JAX's "
+                     "first computation")
     listed = ", ".join(gpus)
     if deterministic_ops:
-        return Check("gpus", "ok", f"{listed}; deterministic ops are on")
+        return Check("gpus", "ok", f"{listed}; deterministic ops are on{mode}")
     return Check(
         "gpus", "warn",
         f"{listed}: GPU kernels (cuDNN, atomics in reductions) can give different floats "
@@ -242,7 +354,7 @@ def gpu_check(gpus: list[str], deterministic_ops: bool) -> Check:
 
 
 def visible_gpus() -> list[str]:
-    """GPUs visible to TensorFlow and torch, where those are already imported."""
+    """GPUs of TensorFlow, torch and JAX, where imported (JAX's: once its backend started)."""
     gpus = []
     tf = sys.modules.get("tensorflow")
     if tf is not None:
@@ -250,7 +362,9 @@ def visible_gpus() -> list[str]:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         gpus += [f"torch cuda:{i}" for i in range(torch.cuda.device_count())]
-    return gpus
+    from det_nb import xla  # it builds on this module
+
+    return gpus + xla.jax_gpus()
 
 
 INDUCTOR_ENV = "TORCHINDUCTOR_DETERMINISTIC"  # torch._inductor.config reads it at import

@@ -17,13 +17,15 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from det_nb import cpu_kernels
+from det_nb import cpu_kernels, xla
 from det_nb.determinism import (
     CUBLAS_DETERMINISTIC,
     CUBLAS_ENV,
     KERNEL_MARKER,
     MAX_THREADS,
     THREAD_ENV,
+    WARN,
+    validate_deterministic_ops,
     validate_flag,
 )
 from det_nb.files import read_limited, write_atomically
@@ -63,7 +65,7 @@ class KernelOptions:
     trial: int | None = None
     scheme: str = "seedsequence"
     threads: int = 1
-    deterministic_ops: bool = False
+    deterministic_ops: bool | str = False  # or "warn"
     portable: bool = True
 
     def __post_init__(self) -> None:
@@ -75,7 +77,7 @@ class KernelOptions:
             object.__setattr__(self, "seed", lineage.experiment_seed)
             object.__setattr__(self, "trial", lineage.trial)
         object.__setattr__(self, "threads", validate_kernel_threads(self.threads))
-        validate_flag(self.deterministic_ops, "deterministic_ops")
+        validate_deterministic_ops(self.deterministic_ops)
         validate_flag(self.portable, "portable")
 
     def seed_line(self) -> str | None:
@@ -84,7 +86,8 @@ class KernelOptions:
             return None
         line = Lineage(self.seed, self.trial, self.scheme).command()
         line += f" --threads {self.threads}"
-        line += " --deterministic-ops" if self.deterministic_ops else ""
+        line += {True: " --deterministic-ops", WARN: " --deterministic-ops=warn"}.get(
+            self.deterministic_ops, "")
         line += "" if self.portable else " --no-portable"
         return line + " --quiet"
 
@@ -113,6 +116,9 @@ class KernelOptions:
             env["TF_DETERMINISTIC_OPS"] = "1"
         if self.portable:  # read when each library loads: only a kernel's env is early enough
             env.update(cpu_kernels.pin_environment())
+        flag = xla.accepted_flag() if self.deterministic_ops else None
+        if flag is not None:  # XLA's GPU determinism for JAX, read when its backend starts
+            env[xla.VARIABLE] = xla.with_flag(env.get(xla.VARIABLE), flag)
         return {
             "argv": argv,
             "display_name": self.display_name or self.default_display_name(),
@@ -233,6 +239,7 @@ def describe(spec: dict[str, Any]) -> str:
         parts.append(f"trial {fixed['trial']}")
     parts.append(f"threads {fixed.get('threads')}")
     if fixed.get("deterministic_ops"):
-        parts.append("deterministic ops")
+        warn = " (warn mode)" if fixed["deterministic_ops"] == WARN else ""
+        parts.append(f"deterministic ops{warn}")
     parts.append("portable CPU kernels" if fixed.get("portable") else "native CPU kernels")
     return ", ".join(parts)

@@ -7,7 +7,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -18,10 +18,10 @@ from IPython.core.magic_arguments import (
     magic_arguments,
 )
 from IPython.display import display
-from traitlets import Bool, CaselessStrEnum, Int
+from traitlets import Bool, CaselessStrEnum, Enum, Int, Union
 from traitlets.config import Configurable
 
-from det_nb.determinism import validate_threads
+from det_nb.determinism import WARN, validate_threads
 from det_nb.lineage import SCHEMES, Lineage
 from det_nb.session import Session, get_session
 
@@ -45,6 +45,48 @@ class _OnceFlag(argparse.BooleanOptionalAction):
                  values: object, option_string: str | None = None) -> None:
         _refuse_repeat(self, namespace)
         super().__call__(parser, namespace, values, option_string)
+
+
+class _DeterministicOps(argparse.Action):
+    """``--deterministic-ops`` (True), ``--deterministic-ops=warn`` ("warn") or
+    ``--no-deterministic-ops`` (False); once per line.
+
+    The warn mode is an option string of its own (argparse matches a whole word before
+    splitting it at "="), so a word after ``--deterministic-ops`` is never taken as its
+    value: ``--deterministic-ops 42`` still means the seed 42. :attr:`VALUES` maps each
+    option to its value (and back, to rebuild a line).
+    """
+
+    VALUES: ClassVar[dict[str, bool | str]] = {
+        "--deterministic-ops": True, f"--deterministic-ops={WARN}": WARN,
+        "--no-deterministic-ops": False,
+    }
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(list(self.VALUES), dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        _refuse_repeat(self, namespace)
+        setattr(namespace, self.dest, self.VALUES[option_string])
+
+    def format_usage(self) -> str:
+        """All three on the usage line, as argparse shows ``--flag | --no-flag``."""
+        return " | ".join(self.option_strings)
+
+
+def _refuse_bad_mode(words: list[str]) -> None:
+    """UsageError for ``--deterministic-ops=VALUE`` other than warn, or ``... warn``."""
+    options = words[:words.index("--")] if "--" in words else words
+    for index, word in enumerate(options):
+        if word.startswith("--deterministic-ops=") and word not in _DeterministicOps.VALUES:
+            raise UsageError(
+                f"--deterministic-ops takes no value, or =warn (ops without a deterministic "
+                f"kernel run and are listed), got {word!r}"
+            )
+        if word == "--deterministic-ops" and options[index + 1:index + 2] == [WARN]:
+            raise UsageError("write --deterministic-ops=warn (with '='): a word after "
+                             "--deterministic-ops is the seed")
 
 
 def _refuse_repeat(action: argparse.Action, namespace: argparse.Namespace) -> None:
@@ -85,6 +127,7 @@ def _parse(magic: Callable[..., object], line: str, prefix: str = "%") -> argpar
     parser.allow_abbrev = False  # "--tri 3" must not quietly mean --trial
     words = _split(line)
     _refuse_help(prefix + parser.prog, words)
+    _refuse_bad_mode(words)
     return parser.parse_args(words)
 
 
@@ -121,9 +164,12 @@ class DetMagics(Magics, Configurable):
         None, allow_none=True, config=True,
         help="Pin TensorFlow to this many threads instead (overrides single_thread).",
     )
-    deterministic_ops = Bool(
-        False, config=True,
-        help="Enable TensorFlow op determinism and torch deterministic algorithms.",
+    deterministic_ops = Union(
+        [Bool(), Enum([WARN])], default_value=False, config=True,
+        help="Deterministic kernels only: TensorFlow op determinism, torch deterministic "
+        "algorithms, XLA's GPU determinism flag for JAX (True), or 'warn': torch runs ops "
+        "without a deterministic kernel and det_nb lists them (the run is then NOT "
+        "reproducible).",
     )
     per_cell = Bool(
         False, config=True,
@@ -168,9 +214,11 @@ class DetMagics(Magics, Configurable):
         help="Pin TensorFlow to one thread (default), or --no-single-thread to leave it alone.",
     )
     @argument(
-        "--deterministic-ops", action=_OnceFlag, default=None,
-        help="Enable TensorFlow op determinism and torch deterministic algorithms "
-        "(default off).",
+        "--deterministic-ops", action=_DeterministicOps, default=None,
+        help="Deterministic kernels only: TensorFlow op determinism, torch deterministic "
+        "algorithms and XLA's GPU determinism flag for JAX; an op without a deterministic "
+        "kernel raises. =warn: torch runs such ops and the status lists them with their "
+        "counts (the run is then NOT reproducible). Default off.",
     )
     @argument(
         "--per-cell", action=_OnceFlag, default=None,
@@ -272,7 +320,11 @@ class DetMagics(Magics, Configurable):
         self.session.before_cell(info.raw_cell)
 
     def after_cell(self, result: object) -> None:
-        """``post_run_cell`` event: a dashboard on screen shows the draws the cell made."""
+        """``post_run_cell`` event: note an op that strict determinism refused, and a
+        dashboard on screen shows the draws the cell made."""
+        from det_nb import nondeterministic_ops
+
+        nondeterministic_ops.note_error(result.error_in_exec)
         if "det_nb.dashboard" in sys.modules:  # never import ipywidgets just for this
             from det_nb.dashboard import refresh_dashboard
 
@@ -344,6 +396,6 @@ def _differences_text(differences: list[str]) -> str:
     return f"replayed the run record; differences that can change results:\n{lines}"
 
 
-def _given(flag: bool | None, default: bool) -> bool:
+def _given(flag: bool | str | None, default: bool | str) -> bool | str:
     """A flag's value when given on the line, else the configured default."""
     return default if flag is None else flag

@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from det_nb import cpu_kernels, determinism, state
+from det_nb import cpu_kernels, determinism, nondeterministic_ops, state
 from det_nb.cluster import TRIAL_SEED_ENV, cluster_trial_seed
 from det_nb.determinism import Settings
 from det_nb.files import (
@@ -100,6 +100,8 @@ def build(session: Session) -> dict[str, Any]:
             for c in session.status().checks
         ],
         "environment": environment(),
+        # torch's ops without a deterministic kernel: ran (warn mode) or raised (strict)
+        "nondeterministic_ops": nondeterministic_ops.record(),
     }
 
 
@@ -227,7 +229,10 @@ _SCHEMA_V2: dict[str, Any] = {
 _SCHEMAS: dict[int, dict[str, Any]] = {
     1: _SCHEMA_V1,
     2: _SCHEMA_V2,
-    3: {**_SCHEMA_V2, "status": [{**_SCHEMA_V1["status"][0], "caveat": bool}]},
+    3: {**_SCHEMA_V2, "status": [{**_SCHEMA_V1["status"][0], "caveat": bool}],
+        # deterministic_ops may be "warn"; the ops without a deterministic kernel seen
+        "settings": {**_SCHEMA_V2["settings"], "deterministic_ops": (bool, str)},
+        "nondeterministic_ops": {"ran": MapOf(int), "raised": [str]}},
 }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from det_nb import cpu_kernels, determinism
+from det_nb import cpu_kernels, determinism, xla
 from det_nb.cluster import cluster_trial_seed
 from det_nb.determinism import Settings
 from det_nb.import_guard import ImportGuard
@@ -52,7 +52,7 @@ class Session:
         *,
         scheme: str = "seedsequence",
         threads: int | None = 1,
-        deterministic_ops: bool = False,
+        deterministic_ops: bool | str = False,
         per_cell: bool = False,
         portable: bool = True,
     ) -> Lineage:
@@ -64,7 +64,7 @@ class Session:
         lineage = make_lineage(seed, trial, scheme, cluster_seed=cluster_trial_seed())
         settings = Settings(
             determinism.validate_threads(threads),
-            determinism.validate_flag(deterministic_ops, "deterministic_ops"),
+            determinism.validate_deterministic_ops(deterministic_ops),
             determinism.validate_flag(per_cell, "per_cell"),
             determinism.validate_flag(portable, "portable"),
         )
@@ -78,6 +78,7 @@ class Session:
         """
         cluster_seed = cluster_trial_seed()  # may raise: before anything changes
         cpu_kernels.apply(settings.portable)  # before anything below can load NumPy
+        xla.apply(bool(settings.deterministic_ops))  # in XLA_FLAGS before JAX can load
         self.lineage, self.settings, self.cluster_seed = lineage, settings, cluster_seed
         self.last_cell_seed = None
         self._apply(lineage.trial_seed)

@@ -190,6 +190,31 @@ def test_deterministic_ops_toggle_applies_and_shows(dashboard) -> None:
     assert get_session().settings.deterministic_ops is False
 
 
+def test_warn_mode_is_a_choice_and_the_ops_that_ran_are_listed_with_counts(dashboard) -> None:
+    torch = pytest.importorskip("torch")
+    assert dashboard.deterministic_ops.options == (("off", False), ("on", True), ("warn", "warn"))
+    dashboard.deterministic_ops.label = "warn"
+    try:
+        assert get_session().settings.deterministic_ops == "warn"
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        with pytest.warns(UserWarning, match=r"^put_ does not have"):
+            for _ in range(3):
+                torch.zeros(2).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))
+        dashboard.refresh()  # after a cell, as the post_run_cell event does
+        text = dashboard.text()
+        assert "deterministic ops on (warn mode: ops without a deterministic kernel run and " \
+               "are listed)" in text
+        assert text.splitlines()[0].startswith("NOT reproducible: ")
+        assert ("[warn] torch deterministic algorithms: on (warn mode): ops without a "
+                "deterministic kernel ran since the latest seeding, so results can differ run "
+                "to run: put_ 3 times") in text
+        assert "put_ 3 times" in dashboard.status_view.value
+    finally:
+        dashboard.deterministic_ops.value = False
+    assert get_session().settings.deterministic_ops is False
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_portable_toggle_applies_and_shows(dashboard) -> None:
     assert dashboard.portable.value is True
     dashboard.portable.value = False

@@ -3,34 +3,87 @@
 from __future__ import annotations
 
 import hashlib
+from types import SimpleNamespace
 
 import pytest
 
 from det_nb import determinism
 from det_nb.fingerprint import Fingerprint, fingerprint
 from det_nb.lineage import Lineage, cell_key
-from det_nb.status import Check
+from det_nb.status import Check, Report
 
 GPUS = ["tensorflow /physical_device:GPU:0", "torch cuda:0"]
 
 
 def test_no_gpu_is_ok_whatever_deterministic_ops_says() -> None:
-    for deterministic_ops in (False, True):
-        assert determinism.gpu_check([], deterministic_ops) == Check(
+    for deterministic_ops in (False, True, "warn"):
+        assert determinism.gpu_check([], deterministic_ops, waiting=[]) == Check(
             "gpus", "ok", "none visible to the imported frameworks: CPU only")
 
 
 def test_gpus_with_deterministic_ops_are_ok_and_named() -> None:
-    assert determinism.gpu_check(GPUS, deterministic_ops=True) == Check(
+    assert determinism.gpu_check(GPUS, deterministic_ops=True, waiting=[]) == Check(
         "gpus", "ok", "tensorflow /physical_device:GPU:0, torch cuda:0; deterministic ops are on")
+    assert determinism.gpu_check(["jax cuda:0"], "warn", waiting=[]) == Check(
+        "gpus", "ok", "jax cuda:0; deterministic ops are on (warn mode)")
 
 
-def test_gpus_without_deterministic_ops_warn_and_say_the_fix() -> None:
-    check = determinism.gpu_check(GPUS, deterministic_ops=False)
-    assert check.state == "warn"
-    assert check.detail.startswith("tensorflow /physical_device:GPU:0, torch cuda:0: ")
+@pytest.mark.parametrize("gpus", [GPUS, ["jax cuda:0"]])
+def test_gpus_without_deterministic_ops_warn_and_break_the_verdict(gpus: list[str]) -> None:
+    """JAX on cuda:0 once passed as "CPU only" and "reproducible on this machine"."""
+    check = determinism.gpu_check(gpus, deterministic_ops=False, waiting=[])
+    assert (check.state, check.caveat) == ("warn", False)
+    assert check.detail.startswith(f"{', '.join(gpus)}: ")
     assert "different floats run to run" in check.detail
     assert check.fix == "%det_seed SEED --deterministic-ops"
+    assert Report(Lineage(42), (check,)).verdict().startswith("NOT reproducible: ")
+
+
+def _torch(cuda: bool, deterministic_algorithms: bool, benchmark: bool,
+           deterministic: bool) -> SimpleNamespace:
+    """What the cuDNN line reads of torch, for a machine with CUDA (not this one)."""
+    return SimpleNamespace(
+        backends=SimpleNamespace(cudnn=SimpleNamespace(benchmark=benchmark,
+                                                       deterministic=deterministic)),
+        cuda=SimpleNamespace(is_available=lambda: cuda),
+        are_deterministic_algorithms_enabled=lambda: deterministic_algorithms,
+    )
+
+
+@pytest.mark.parametrize(("algorithms", "benchmark", "deterministic", "state", "caveat", "says"), [
+    (True, False, False, "ok", False, "deterministic algorithms keep cuDNN to deterministic "
+     "convolution algorithms (whatever cudnn.deterministic says), chosen without timing"),
+    (True, True, False, "warn", False, "benchmark picks among them by timing"),
+    (False, False, True, "ok", False, "cuDNN convolutions are deterministic (other CUDA ops "
+     "are not: deterministic ops are off)"),
+    (False, True, True, "off", False, "may pick non-deterministic convolution algorithms, by "
+     "timing"),
+    (False, False, False, "off", False, "may pick non-deterministic convolution algorithms"),
+])
+def test_the_cudnn_line_on_a_cuda_machine(algorithms, benchmark, deterministic, state, caveat,
+                                          says) -> None:
+    check = determinism.cudnn_check(_torch(True, algorithms, benchmark, deterministic))
+    assert (check.name, check.state, check.caveat) == ("torch cudnn", state, caveat)
+    assert check.detail.startswith(f"benchmark {benchmark}, deterministic {deterministic}")
+    assert says in check.detail
+    if benchmark:
+        assert "torch.backends.cudnn.benchmark = False" in check.fix
+
+
+@pytest.mark.parametrize("value", [True, False, "warn"])
+def test_deterministic_ops_takes_true_false_or_warn(value: object) -> None:
+    assert determinism.validate_deterministic_ops(value) is value
+    assert determinism.Settings(deterministic_ops=value).deterministic_ops is value
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0, "WARN", "strict", None, b"warn", ["warn"]])
+def test_deterministic_ops_refuses_anything_else_in_one_line(value: object) -> None:
+    message = (r"^deterministic_ops must be True \(ops without a deterministic kernel raise\), "
+               r"'warn' \(they run and are listed\) or False, got ")
+    with pytest.raises(ValueError, match=message):
+        determinism.validate_deterministic_ops(value)
+    with pytest.raises(ValueError, match=message):
+        determinism.Settings(deterministic_ops=value)
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, None), (1, 1), (1024, 1024), ("4", 4)])

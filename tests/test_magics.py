@@ -131,6 +131,47 @@ def test_deterministic_ops_flag(shell) -> None:
     assert not config.is_op_determinism_enabled()
 
 
+@pytest.mark.parametrize(("line", "mode"), [
+    ("42 --deterministic-ops=warn", "warn"), ("--deterministic-ops=warn 42", "warn"),
+    ("--deterministic-ops 42", True), ("42 --deterministic-ops", True),
+    ("42 --no-deterministic-ops", False), ("42", False), ("42 -- --deterministic-ops=x", None),
+])
+def test_deterministic_ops_takes_on_warn_or_off_and_never_the_seed(shell, line, mode) -> None:
+    """A word after --deterministic-ops is the seed; its warn mode is written with '='."""
+    from tensorflow.python.framework import config
+
+    if mode is None:  # after "--" every word is a value: here a second seed
+        with pytest.raises(UsageError, match="unrecognized arguments"):
+            shell.run_line_magic("det_seed", line)
+        return
+    try:
+        shell.run_line_magic("det_seed", f"{line} --quiet")
+        settings = det_nb.get_session().settings
+        assert (det_nb.lineage().experiment_seed, settings.deterministic_ops) == (42, mode)
+        assert config.is_op_determinism_enabled() is bool(mode)  # TF has no warn mode
+    finally:
+        shell.run_line_magic("det_seed", "42 --quiet")
+
+
+def test_warn_mode_from_the_config_and_bad_config_values_are_refused(shell) -> None:
+    from traitlets import TraitError
+
+    magics = next(c for c in shell.configurables if isinstance(c, DetMagics))
+    try:
+        shell.run_line_magic("config", "DetMagics.deterministic_ops = 'warn'")
+        shell.run_line_magic("det_seed", "42 --quiet")
+        assert det_nb.get_session().settings.deterministic_ops == "warn"
+        shell.run_line_magic("det_seed", "42 --deterministic-ops --quiet")  # the line wins
+        assert det_nb.get_session().settings.deterministic_ops is True
+        for bad in ("yes", "WARN", None):
+            with pytest.raises(TraitError):
+                magics.deterministic_ops = bad
+        assert magics.deterministic_ops == "warn"
+    finally:
+        shell.run_line_magic("config", "DetMagics.deterministic_ops = False")
+        shell.run_line_magic("det_seed", "42 --quiet")
+
+
 def test_keras_layers_built_before_seeding_are_reported(shell) -> None:
     shell.run_cell("import keras\n%det_seed 42 --quiet\nearly = keras.layers.Dropout(0.5)")
     shell.run_line_magic("det_seed", "42 --quiet")
@@ -185,6 +226,18 @@ def test_keras_layers_built_before_seeding_are_reported(shell) -> None:
         ("--load ' '", r"--load needs a file path, got ' '$"),
         ("--load x.json --portable", "--load replays the recorded seed and settings"),
         ("--load x.json --no-portable", "--load replays the recorded seed and settings"),
+        ("--load x.json --deterministic-ops=warn", "--load replays the recorded seed and"),
+        # Deterministic ops: on, =warn or off, nothing else.
+        ("42 --deterministic-ops=maybe", r"^--deterministic-ops takes no value, or =warn \(ops "
+         r"without a deterministic kernel run and are listed\), got '--deterministic-ops=maybe'$"),
+        ("42 --deterministic-ops=WARN", r"got '--deterministic-ops=WARN'$"),
+        ("42 --deterministic-ops=", r"got '--deterministic-ops='$"),
+        ("42 --deterministic-ops warn", r"^write --deterministic-ops=warn \(with '='\): a word "
+         r"after --deterministic-ops is the seed$"),
+        ("42 --deterministic-ops --deterministic-ops=warn",
+         r"argument --deterministic-ops/--deterministic-ops=warn/--no-deterministic-ops: given "
+         r"more than once"),
+        ("42 --no-deterministic-ops=warn", "ignored explicit argument 'warn'"),
     ],
 )
 def test_bad_input_is_a_one_line_usage_error_and_changes_nothing(shell, line, message) -> None:
@@ -347,6 +400,7 @@ def test_help_is_generated_from_the_arguments(shell) -> None:
                  "--deterministic-ops", "--no-deterministic-ops", "--portable", "--no-portable",
                  "--quiet"):
         assert flag in doc
+    assert "[--deterministic-ops | --deterministic-ops=warn | --no-deterministic-ops]" in doc
     usage = doc.split("\n\n")[1]
     assert usage.rstrip().endswith("[seed]")  # one optional seed
     assert "seed ..." not in doc

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from det_nb import determinism
-from det_nb.determinism import Settings
+from det_nb import determinism, nondeterministic_ops
+from det_nb.determinism import WARN, Settings
 from det_nb.sources.base import Source, State, check_arrays, digest
 from det_nb.sources.python_random import degenerate_mt19937
 from det_nb.status import Check
@@ -23,12 +23,32 @@ class Torch(Source):
     name = "torch"
     module = "torch"
 
+    def __init__(self) -> None:
+        self._settings: Settings | None = None  # the seeding whose run the op lists cover
+
     def configure(self, settings: Settings) -> None:
+        if settings is not self._settings:  # a new seeding (not a re-seed): a new run
+            self._settings = settings
+            nondeterministic_ops.reset()
+        if settings.deterministic_ops == WARN:
+            nondeterministic_ops.install()
+        else:
+            nondeterministic_ops.uninstall()
         determinism.set_torch_determinism(self.loaded(), settings.deterministic_ops)
 
     def checks(self, settings: Settings) -> list[Check]:
         torch = self.loaded()
-        return [] if torch is None else [determinism.torch_determinism_check(torch)]
+        if torch is None:
+            return []
+        return [
+            determinism.torch_determinism_check(torch, nondeterministic_ops.ran(),
+                                                nondeterministic_ops.raised(),
+                                                nondeterministic_ops.counting()),
+            determinism.cudnn_check(torch),
+        ]
+
+    def close(self) -> None:
+        nondeterministic_ops.uninstall()
 
     def seed(self, seed: int) -> str:
         self.loaded().manual_seed(seed)
