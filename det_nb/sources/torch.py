@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from det_nb import determinism
+from det_nb import determinism, threads
 from det_nb.determinism import Settings
 from det_nb.sources.base import Source, State, check_arrays, digest
 from det_nb.sources.python_random import degenerate_mt19937
@@ -24,11 +24,15 @@ class Torch(Source):
     module = "torch"
 
     def configure(self, settings: Settings) -> None:
+        threads.pin_torch(self.loaded(), settings.threads)
         determinism.set_torch_determinism(self.loaded(), settings.deterministic_ops)
 
     def checks(self, settings: Settings) -> list[Check]:
         torch = self.loaded()
-        return [] if torch is None else [determinism.torch_determinism_check(torch)]
+        if torch is None:
+            return []
+        return [threads.torch_check(torch, settings.threads),
+                determinism.torch_determinism_check(torch)]
 
     def seed(self, seed: int) -> str:
         self.loaded().manual_seed(seed)
