@@ -368,13 +368,17 @@ def native_check() -> Check:
     threads = None if _applied is None else _applied[0]
     if threads is None:
         return Check("numpy threads", "off", f"left alone: {shown}", LEAVE_FIX)
-    other = [label for label, count in pools if count != threads]
+    other = [(label, count) for label, count in pools if count != threads]
     if not other:
         return Check("numpy threads", "ok", f"{_mode(threads)}: {shown}")
+    cpus = usable_cpus()
+    why = (f"loaded from the variables, capped at the CPUs this process may use ({cpus})"
+           if all(count == cpus < threads for _, count in other)
+           else "changed since, by threadpoolctl or the library's own call")
     return Check(
         "numpy threads", "warn",
-        f"{shown}: {', '.join(other)} not at the {threads} det_nb pinned (changed since, by "
-        "threadpoolctl or the library's own call)", REPIN_FIX, caveat=True,
+        f"{shown}: {', '.join(label for label, _ in other)} not at the {threads} det_nb "
+        f"pinned ({why})", REPIN_FIX, caveat=True,
     )
 
 

@@ -302,6 +302,33 @@ print(json.dumps({"blas": blas(), "dot": hashlib.sha256((v @ v).tobytes()).hexdi
         assert every["check"][0] == "ok" and every["dot"] == one["dot"]
 
 
+def test_a_count_read_from_the_variables_is_capped_until_det_seed_pins_it() -> None:
+    # %load_ext sets the variables; OpenBLAS caps them at the CPUs when NumPy loads.
+    result = run_python(BLAS + """
+import json, os
+cpus = sorted(os.sched_getaffinity(0))
+os.sched_setaffinity(0, cpus[:1])
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+config = Config()
+config.DetMagics.threads = 2
+shell = InteractiveShell.instance(config=config)
+shell.run_line_magic("load_ext", "det_nb")
+import numpy
+import det_nb
+capped = det_nb.status().check("numpy threads")
+shell.run_line_magic("det_seed", "1 --quiet")
+print(json.dumps({"capped": [capped.state, capped.detail, capped.fix], "blas": blas(),
+                  "pinned": det_nb.status().check("numpy threads").state}))
+""", clean_env())
+    state, detail, fix = result["capped"]
+    assert state == "warn"
+    assert detail == ("openblas Haswell 1 thread: openblas Haswell not at the 2 det_nb pinned "
+                      "(loaded from the variables, capped at the CPUs this process may use (1))")
+    assert fix == "run %det_seed again: it re-pins every loaded pool"
+    assert result["blas"] == [["openblas", "Haswell", 2]] and result["pinned"] == "ok"
+
+
 # -- too late, with the fix ----------------------------------------------------------------
 
 
