@@ -25,14 +25,15 @@ import row_dashboard
 import row_load
 import row_modes
 import row_portable
+import row_threads
 import row_trials
 import row_verify
 from bench import BENCH_DIR, Row, row_from_json, run_json
 
 # shell: seed, fingerprint, check
-GROUPS = ("load", "shell", "dashboard", "modes", "portable", "verify", "trials")
-ORDER = ("load", "seed", "dashboard", "modes", "fingerprint", "check", "portable", "verify",
-         "trials")
+GROUPS = ("load", "shell", "dashboard", "modes", "portable", "threads", "verify", "trials")
+ORDER = ("load", "seed", "dashboard", "modes", "fingerprint", "check", "portable", "threads",
+         "verify", "trials")
 PACKAGES = ("numpy", "tensorflow", "keras", "torch", "ipython", "ipykernel", "ipywidgets", "xxhash",
             "det_nb")
 METHOD = (
@@ -106,8 +107,9 @@ def measure(groups: tuple[str, ...], quick: bool) -> list[Row]:
             rows += [row_from_json(data) for data in run_json(args)]
         elif group == "dashboard":
             rows += [row_from_json(data) for data in row_dashboard.measure(quick)]
-        elif group in ("portable", "verify", "trials"):
-            module = {"portable": row_portable, "verify": row_verify, "trials": row_trials}[group]
+        elif group in ("portable", "threads", "verify", "trials"):
+            module = {"portable": row_portable, "threads": row_threads, "verify": row_verify,
+                      "trials": row_trials}[group]
             rows += [row_from_json(data) for data in module.measure(quick)]
         else:
             rows += [row_from_json(data) for data in row_modes.measure(quick)]

@@ -33,12 +33,15 @@ def seed(
 ) -> Lineage:
     """Seed every PRNG from ``seed`` and ``trial``; return the lineage.
 
-    ``threads``: TF threads to pin (1, the default, is single-thread mode; None leaves TF
-    alone). ``deterministic_ops``: True runs only deterministic kernels (torch, TF, and
-    JAX's XLA on GPUs), so an op without one raises; ``"warn"`` lets such an op run and
-    lists it with its count in the status (torch's warn mode; the run is then NOT
-    reproducible). ``per_cell`` acts where the IPython extension is loaded. ``portable`` pins
-    CPU kernels to the x86-64-v3 baseline (libraries not imported yet; see the status).
+    ``threads``: threads of every pool that splits float reductions (OpenBLAS/MKL/OpenMP,
+    torch, TensorFlow, JAX; 1, the default, is single-thread mode, the same floats on any
+    core count; None leaves each library's own). ``deterministic_ops``: True runs only
+    deterministic kernels (torch, TF, and JAX's XLA on GPUs), so an op without one raises;
+    ``"warn"`` lets such an op run and lists it with its count in the status (torch's warn
+    mode; the run is then NOT reproducible). ``per_cell`` acts where the IPython extension
+    is loaded. ``portable`` pins CPU kernels to the x86-64-v3 baseline (libraries not
+    imported yet; see the status). Arguments are validated, then the pins set, then the
+    trial seed derived, so NumPy (which derives it) loads under the pins.
     Raises ValueError on bad input, before anything is seeded.
     """
     return get_session().seed(

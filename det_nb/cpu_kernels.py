@@ -20,6 +20,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from types import ModuleType
 
+from det_nb import threads
 from det_nb.determinism import startup_environ
 from det_nb.status import Check
 
@@ -161,16 +162,21 @@ def _note_loaded() -> None:
 
 
 def snapshot() -> object:
-    """This module's pins and their bookkeeping, for :func:`restore` (an undo)."""
+    """The pins det_nb sets in ``os.environ`` and their bookkeeping, for :func:`restore`.
+
+    This module's CPU-kernel pins and :mod:`det_nb.threads`' thread pins, taken together
+    so an undo (:mod:`det_nb.state`) puts back both.
+    """
     variables = {pin.variable: os.environ.get(pin.variable) for pin in PINS}
-    return _pinned, dict(_loaded_with), dict(_ours), dict(_left), variables
+    return (_pinned, dict(_loaded_with), dict(_ours), dict(_left), variables,
+            threads.snapshot())
 
 
 def restore(saved: object) -> None:
     """Put back what :func:`snapshot` took: the pins in ``os.environ`` and their records."""
     global _pinned
     _note_loaded()
-    _pinned, loaded_with, ours, left, variables = saved
+    _pinned, loaded_with, ours, left, variables, thread_pins = saved
     for record, kept in ((_ours, ours), (_left, left)):
         record.clear()
         record.update(kept)
@@ -180,6 +186,7 @@ def restore(saved: object) -> None:
             os.environ.pop(variable, None)
         else:
             os.environ[variable] = value
+    threads.restore(thread_pins)
 
 
 # -- the CPU --------------------------------------------------------------------------

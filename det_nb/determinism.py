@@ -1,4 +1,4 @@
-"""Thread modes, op determinism and the environment checks that make floats reproducible.
+"""Settings, op determinism and the environment checks that make floats reproducible.
 
 Each function acts on a framework the user already imported (nothing here imports one
 that is not loaded) and the checks are read from the runtime and the start-up environment.
@@ -18,22 +18,17 @@ from det_nb.status import Check
 
 KERNEL_MARKER = "DET_NB_KERNEL"  # set in the env of kernels `python -m det_nb kernel` installs
 MAX_THREADS = 1024
-THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 CUBLAS_DETERMINISTIC = ":4096:8"
 WARN = "warn"  # deterministic_ops's warn mode
-RESTART_FIX = (
-    "restart the kernel and run %det_seed before the first TensorFlow op, or start the "
-    "kernel with TF_NUM_INTRAOP_THREADS={n} TF_NUM_INTEROP_THREADS={n}"
-)
 
 
 @dataclass(frozen=True)
 class Settings:
     """What the session applies besides seeds.
 
-    ``threads``: TF intra- and inter-op threads to pin (1 = single-thread mode), or None
-    to leave TF's pools alone. ``deterministic_ops``: TF op determinism, torch's
+    ``threads``: threads of every pool that splits floats (1 = single-thread mode), or None
+    to leave the pools alone. ``deterministic_ops``: TF op determinism, torch's
     deterministic algorithms and XLA's GPU determinism flag for JAX; ``"warn"`` is torch's
     warn mode, where an op without a deterministic kernel runs and is listed instead of
     raising (TF and XLA have no such mode: theirs stay strict). ``per_cell``: re-seed
@@ -56,13 +51,13 @@ class Settings:
 def validate_threads(threads: object, leave_alone: str = "None") -> int | None:
     """``threads`` as an int in [1, MAX_THREADS], or None; ValueError otherwise.
 
-    TF accepts any count and then fails on every op, so the bound is checked here.
+    Libraries accept any count (TF then fails on every op), so the bound is checked here.
     ``leave_alone`` is how the caller's user asks for None (``--no-single-thread`` in the
     magic), named in the message.
     """
     if threads is None:
         return None
-    alternative = f" (or {leave_alone} to leave TensorFlow's thread pools alone)"
+    alternative = f" (or {leave_alone} to leave the libraries' thread pools alone)"
     return validate_integer(threads, "threads", 1, MAX_THREADS, alternative)
 
 
@@ -86,7 +81,7 @@ def validate_flag(value: object, name: str) -> bool:
 def startup_environ() -> dict[str, str]:
     """The environment this process started with (Linux: /proc), else the current one.
 
-    What only acts at start (PYTHONHASHSEED, TF thread variables) must be judged by it:
+    What only acts at start (PYTHONHASHSEED, thread variables) must be judged by it:
     ``%env PYTHONHASHSEED=0`` in a running kernel fixes nothing.
     """
     try:
@@ -96,62 +91,6 @@ def startup_environ() -> dict[str, str]:
         return dict(os.environ)
     pairs = (entry.decode(errors="replace").partition("=") for entry in entries if entry)
     return {key: value for key, _, value in pairs}
-
-
-def tf_thread_counts(tf: ModuleType) -> tuple[int, int]:
-    """(intra, inter) op threads in force; 0 means TF's default, one per core.
-
-    Counts set through the environment at start are in force though the getters say 0.
-    """
-    threading = tf.config.threading
-    counts = [threading.get_intra_op_parallelism_threads(),
-              threading.get_inter_op_parallelism_threads()]
-    environ = startup_environ()
-    for i, variable in enumerate(THREAD_ENV):
-        value = environ.get(variable, "")
-        if counts[i] == 0 and value.isascii() and value.isdigit():
-            counts[i] = int(value)
-    return counts[0], counts[1]
-
-
-def pin_tf_threads(tf: ModuleType, threads: int) -> None:
-    """Pin intra- and inter-op threads to ``threads``.
-
-    After TF's runtime has started a different count cannot be set: TF raises, and
-    :func:`tf_threads_check` reports it with the fix instead.
-    """
-    if tf_thread_counts(tf) == (threads, threads):
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass  # too late: the check reads the counts actually in force
-
-
-def tf_threads_check(tf: ModuleType, threads: int | None) -> Check:
-    """Whether TF runs with ``threads`` intra- and inter-op threads (None: left alone)."""
-    intra, inter = tf_thread_counts(tf)
-    if threads is None:
-        return Check(
-            "tensorflow threads", "off",
-            f"left alone (intra {_describe(intra)}, inter {_describe(inter)}); float "
-            "results can differ between machines with different core counts",
-            "%det_seed SEED (single-thread, the default) or --threads N",
-        )
-    if (intra, inter) == (threads, threads):
-        mode = "single-thread" if threads == 1 else f"pinned to {threads} threads"
-        return Check("tensorflow threads", "ok", f"{mode} (intra {intra}, inter {inter})")
-    return Check(
-        "tensorflow threads", "warn",
-        f"could not pin to {threads}: TF's runtime started before %det_seed with intra "
-        f"{_describe(intra)}, inter {_describe(inter)}, and cannot change them now",
-        RESTART_FIX.format(n=threads),
-    )
-
-
-def _describe(count: int) -> str:
-    return f"{count}" if count else "default (one per core)"
 
 
 def set_tf_op_determinism(tf: ModuleType, enabled: bool) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from det_nb import cpu_kernels
+from det_nb import cpu_kernels, threads
+from det_nb.determinism import validate_threads
 from det_nb.magics import DetMagics
 from det_nb.session import get_session
 
@@ -23,12 +24,27 @@ def load(shell: Any) -> None:
     shell.enable_tip = False
     # Magics.__init__ adds the instance to shell.configurables, which makes %config see it.
     magics = DetMagics(shell=shell, session=get_session(), parent=shell)
-    # Libraries read their kernel choice when they load: pin before the user imports them.
+    # Libraries read their kernel choice and thread counts when they load: pin both
+    # before the user imports them.
     cpu_kernels.apply(magics.portable)
+    threads.apply(_configured_threads(magics))
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.before_cell)
     shell.events.register("post_run_cell", magics.after_cell)
     magics.session.cells_observed = True
+
+
+def _configured_threads(magics: DetMagics) -> int | None:
+    """The threads ``%det_seed`` pins by default: ``DetMagics.threads``, else single_thread.
+
+    A configured count out of range pins nothing now; ``%det_seed`` refuses it in one line.
+    """
+    if magics.threads is None:
+        return 1 if magics.single_thread else None
+    try:
+        return validate_threads(magics.threads)
+    except ValueError:
+        return None
 
 
 def unload(shell: Any) -> None:

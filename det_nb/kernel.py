@@ -1,8 +1,9 @@
 """A Jupyter kernel that starts deterministic: what only acts at process start, set.
 
-``PYTHONHASHSEED`` and TensorFlow's thread and op-determinism variables are read once,
-when the interpreter or TensorFlow starts, and cuBLAS reads its workspace setting when
-CUDA starts; no magic can set them later. A kernelspec's ``env`` sets them before the
+``PYTHONHASHSEED``, the thread variables of every pool (OpenBLAS, OpenMP, MKL, TensorFlow,
+JAX) and TensorFlow's op-determinism variable are read once, when the interpreter or the
+library starts, and cuBLAS reads its workspace setting when CUDA starts; no magic can set
+them later. A kernelspec's ``env`` sets them before the
 kernel's process exists, loads det_nb, and (given a seed) runs ``%det_seed`` before the
 first user cell. ``DET_NB_KERNEL`` in that environment names the kernel, so the status
 can say what fixed hash randomisation.
@@ -17,13 +18,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from det_nb import cpu_kernels, xla
+from det_nb import cpu_kernels, threads, xla
 from det_nb.determinism import (
     CUBLAS_DETERMINISTIC,
     CUBLAS_ENV,
     KERNEL_MARKER,
     MAX_THREADS,
-    THREAD_ENV,
     WARN,
     validate_deterministic_ops,
     validate_flag,
@@ -51,7 +51,7 @@ def validate_name(name: str) -> str:
 
 
 def validate_kernel_threads(threads: object) -> int:
-    """``threads`` as an int in [1, MAX_THREADS]: a kernel always pins TensorFlow's pools."""
+    """``threads`` as an int in [1, MAX_THREADS]: a kernel always pins every thread pool."""
     return validate_integer(threads, "threads", 1, MAX_THREADS)
 
 
@@ -109,7 +109,7 @@ class KernelOptions:
         env = {
             KERNEL_MARKER: self.name,
             "PYTHONHASHSEED": "0",
-            **dict.fromkeys(THREAD_ENV, str(self.threads)),
+            **threads.pool_environment(self.threads),
             CUBLAS_ENV: CUBLAS_DETERMINISTIC,
         }
         if self.deterministic_ops:

@@ -127,6 +127,30 @@ def cell_key(source: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
 
 
+def _validated(experiment_seed: object, trial: object, scheme: str,
+               origin: str) -> tuple[int, int | None]:
+    """(experiment seed, trial) as plain ints once every field of a lineage is valid.
+
+    ValueError otherwise. Imports nothing: it runs before det_nb sets the pins that
+    NumPy (loaded to derive a trial seed) reads when it loads.
+    """
+    seed = validate_seed(experiment_seed, "experiment seed")
+    validate_scheme(scheme)
+    if origin not in ORIGINS:
+        raise ValueError(
+            f"experiment seed origin must be one of {', '.join(ORIGINS)}, got {origin!r}"
+        )
+    if trial is None:
+        return seed, None
+    trial = validate_seed(trial, "trial")
+    if scheme == "determined" and not 1 <= trial <= MAX_DETERMINED_TRIAL:
+        raise ValueError(
+            "with scheme determined, trial counts created trials from 1 and must be "
+            f"in [1, {MAX_DETERMINED_TRIAL}], got {trial}"
+        )
+    return seed, trial
+
+
 @dataclass(frozen=True)
 class Lineage:
     """Where every seed of a run came from.
@@ -145,22 +169,10 @@ class Lineage:
 
     def __post_init__(self) -> None:
         # Stored as plain ints (np.int64 or "42" in, 42 kept): records and lines print them.
-        object.__setattr__(
-            self, "experiment_seed", validate_seed(self.experiment_seed, "experiment seed")
-        )
-        validate_scheme(self.scheme)
-        if self.experiment_seed_origin not in ORIGINS:
-            raise ValueError(
-                f"experiment seed origin must be one of {', '.join(ORIGINS)}, "
-                f"got {self.experiment_seed_origin!r}"
-            )
-        if self.trial is not None:
-            object.__setattr__(self, "trial", validate_seed(self.trial, "trial"))
-            if self.scheme == "determined" and not 1 <= self.trial <= MAX_DETERMINED_TRIAL:
-                raise ValueError(
-                    "with scheme determined, trial counts created trials from 1 and must be "
-                    f"in [1, {MAX_DETERMINED_TRIAL}], got {self.trial}"
-                )
+        seed, trial = _validated(self.experiment_seed, self.trial, self.scheme,
+                                 self.experiment_seed_origin)
+        object.__setattr__(self, "experiment_seed", seed)
+        object.__setattr__(self, "trial", trial)
         object.__setattr__(self, "trial_seed", self._derive_trial_seed())
 
     def _derive_trial_seed(self) -> int:
@@ -209,15 +221,40 @@ def assign_seed(clock: Callable[[], float] = time.time) -> int:
     return int(clock()) & MAX_SEED
 
 
-def make_lineage(
+@dataclass(frozen=True)
+class LineagePlan:
+    """A lineage validated whole but not derived yet: deriving a trial seed loads NumPy.
+
+    The session validates every argument into a plan, sets the CPU-kernel and thread
+    pins, and only then derives (:meth:`derive`), so NumPy loads under the pins.
+    """
+
+    experiment_seed: int
+    trial: int | None = None
+    scheme: str = "seedsequence"
+    experiment_seed_origin: str = "given"
+
+    def __post_init__(self) -> None:
+        seed, trial = _validated(self.experiment_seed, self.trial, self.scheme,
+                                 self.experiment_seed_origin)
+        object.__setattr__(self, "experiment_seed", seed)
+        object.__setattr__(self, "trial", trial)
+
+    def derive(self) -> Lineage:
+        """The lineage, its trial seed derived (cannot fail: the plan is valid)."""
+        return Lineage(self.experiment_seed, self.trial, self.scheme,
+                       self.experiment_seed_origin)
+
+
+def plan_lineage(
     seed: object = None,
     trial: object = None,
     scheme: str = "seedsequence",
     *,
     cluster_seed: int | None = None,
     clock: Callable[[], float] = time.time,
-) -> Lineage:
-    """Validate user input and build a Lineage.
+) -> LineagePlan:
+    """Validate user input into a :class:`LineagePlan` (ValueError; NumPy not loaded).
 
     With no seed: inside a Determined trial (``cluster_seed``) adopt its trial seed, so the
     notebook seeds as on the cluster; elsewhere assign an experiment seed from the clock.
@@ -230,7 +267,19 @@ def make_lineage(
                 "on a Determined cluster the trial seed comes from the cluster; give an "
                 "experiment seed to derive trials yourself"
             )
-        return Lineage(cluster_seed, None, scheme, "cluster")
+        return LineagePlan(cluster_seed, None, scheme, "cluster")
     if seed is None:
-        return Lineage(assign_seed(clock), trial_number, scheme, "assigned")
-    return Lineage(validate_seed(seed, "experiment seed"), trial_number, scheme, "given")
+        return LineagePlan(assign_seed(clock), trial_number, scheme, "assigned")
+    return LineagePlan(validate_seed(seed, "experiment seed"), trial_number, scheme, "given")
+
+
+def make_lineage(
+    seed: object = None,
+    trial: object = None,
+    scheme: str = "seedsequence",
+    *,
+    cluster_seed: int | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Lineage:
+    """Validate user input and build a Lineage (:func:`plan_lineage`, then derive)."""
+    return plan_lineage(seed, trial, scheme, cluster_seed=cluster_seed, clock=clock).derive()

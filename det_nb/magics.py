@@ -157,12 +157,13 @@ class DetMagics(Magics, Configurable):
     )
     single_thread = Bool(
         True, config=True,
-        help="Pin TensorFlow to one intra- and one inter-op thread (reproducible floats "
-        "across machines). False leaves TensorFlow's thread pools alone.",
+        help="Pin every thread pool that splits float reductions (OpenBLAS/MKL/OpenMP, "
+        "torch, TensorFlow, JAX) to one thread: the same floats on machines with any core "
+        "count. False leaves each library's own thread count.",
     )
     threads = Int(
         None, allow_none=True, config=True,
-        help="Pin TensorFlow to this many threads instead (overrides single_thread).",
+        help="Pin every thread pool to this many threads instead (overrides single_thread).",
     )
     deterministic_ops = Union(
         [Bool(), Enum([WARN])], default_value=False, config=True,
@@ -207,11 +208,13 @@ class DetMagics(Magics, Configurable):
     )
     @argument(
         "--threads", metavar="N", action=_Once,
-        help="Pin TensorFlow to N intra- and inter-op threads (default: 1, single-thread).",
+        help="Pin every thread pool that splits float reductions to N threads (default: 1, "
+        "single-thread); floats then match machines that pin N.",
     )
     @argument(
         "--single-thread", action=_OnceFlag, default=None,
-        help="Pin TensorFlow to one thread (default), or --no-single-thread to leave it alone.",
+        help="Pin every thread pool to one thread (default), or --no-single-thread to leave "
+        "each library's own thread count.",
     )
     @argument(
         "--deterministic-ops", action=_DeterministicOps, default=None,
@@ -244,7 +247,8 @@ class DetMagics(Magics, Configurable):
         """Seed every PRNG in the kernel from an experiment seed and trial, and report.
 
         Python random, NumPy, TensorFlow, Keras, PyTorch and JAX where installed, also
-        those imported later. TensorFlow runs single-threaded unless told otherwise.
+        those imported later. Every thread pool that splits float reductions runs one
+        thread unless told otherwise.
         """
         args = _parse(self.det_seed, line)
         _check_combination(args)
@@ -331,7 +335,7 @@ class DetMagics(Magics, Configurable):
             refresh_dashboard(self.session)
 
     def _threads(self, args: argparse.Namespace) -> int | None:
-        """TF threads to pin: --threads, else --single-thread, else the configured default."""
+        """Threads to pin: --threads, else --single-thread, else the configured default."""
         if args.threads is not None:
             return validate_threads(args.threads, "--no-single-thread")
         if args.single_thread is None and self.threads is not None:
@@ -379,7 +383,7 @@ def _check_combination(args: argparse.Namespace) -> None:
         if path is not None and not path.strip():
             raise UsageError(f"--{option} needs a file path, got {path!r}")
     if args.threads is not None and args.single_thread is False:
-        raise UsageError("--threads N pins TensorFlow's threads and --no-single-thread "
+        raise UsageError("--threads N pins every thread pool and --no-single-thread "
                          "leaves them alone: give one of them")
     settings_given = (args.seed, args.trial, args.scheme, args.threads, args.single_thread,
                       args.deterministic_ops, args.per_cell, args.portable)

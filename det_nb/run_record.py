@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from det_nb import cpu_kernels, determinism, nondeterministic_ops, state
+from det_nb import cpu_kernels, determinism, nondeterministic_ops, state, threads
 from det_nb.cluster import TRIAL_SEED_ENV, cluster_trial_seed
 from det_nb.determinism import Settings
 from det_nb.files import (
@@ -42,7 +42,8 @@ from det_nb.session import NOT_SEEDED, Session
 from det_nb.status import Check
 
 #: The record format this det_nb writes. Versions 1 (before CPU kernels were recorded)
-#: and 2 (before each check said whether it is a caveat) are read too.
+#: and 2 (before each check said whether it is a caveat and thread pools were recorded)
+#: are read too.
 VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 #: Packages whose version can change results (det_nb's own is recorded too).
@@ -50,10 +51,9 @@ PACKAGES = ("numpy", "tensorflow", "keras", "torch", "jax", "jaxlib")
 #: Environment variables that act at start: recorded when set.
 VARIABLES = (
     "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES",
-    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_DETERMINISTIC_OPS",
+    "TF_DETERMINISTIC_OPS",
     "TF_CUDNN_DETERMINISTIC", "TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "TF_USE_LEGACY_KERAS",
-    "TORCHINDUCTOR_DETERMINISTIC", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS", cpu_kernels.EMULATED,
+    "TORCHINDUCTOR_DETERMINISTIC", *threads.VARIABLES, cpu_kernels.EMULATED,
     *(pin.variable for pin in cpu_kernels.PINS),
 )
 #: Only set logging (older records hold them): a difference in them changes no result.
@@ -120,6 +120,7 @@ def environment() -> dict[str, Any]:
         },
         "hash_randomization": bool(sys.flags.hash_randomization),
         **cpu_kernels.record_fields(),  # "cpu_flags" and "cpu_kernels"
+        **threads.record_fields(),  # "cpus_usable" and "thread_pools"
     }
 
 
@@ -226,14 +227,17 @@ _SCHEMA_V2: dict[str, Any] = {
         **_SCHEMA_V1["environment"], "cpu_flags": [str], "cpu_kernels": MapOf(str),
     },
 }
-_SCHEMAS: dict[int, dict[str, Any]] = {
-    1: _SCHEMA_V1,
-    2: _SCHEMA_V2,
-    3: {**_SCHEMA_V2, "status": [{**_SCHEMA_V1["status"][0], "caveat": bool}],
-        # deterministic_ops may be "warn"; the ops without a deterministic kernel seen
-        "settings": {**_SCHEMA_V2["settings"], "deterministic_ops": (bool, str)},
-        "nondeterministic_ops": {"ran": MapOf(int), "raised": [str]}},
+_SCHEMA_V3: dict[str, Any] = {
+    **_SCHEMA_V2,
+    "status": [{**_SCHEMA_V1["status"][0], "caveat": bool}],
+    "environment": {
+        **_SCHEMA_V2["environment"], "cpus_usable": int, "thread_pools": MapOf(int),
+    },
+    # deterministic_ops may be "warn"; the ops without a deterministic kernel seen
+    "settings": {**_SCHEMA_V2["settings"], "deterministic_ops": (bool, str)},
+    "nondeterministic_ops": {"ran": MapOf(int), "raised": [str]},
 }
+_SCHEMAS: dict[int, dict[str, Any]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 
 def _record(data: dict[str, Any]) -> Record:
@@ -322,7 +326,8 @@ def compare(recorded: dict[str, Any], here: dict[str, Any]) -> list[str]:
             f"hash randomisation {on[here['hash_randomization']]} here, "
             f"{on[recorded['hash_randomization']]} in the record"
         )
-    return differences + _cpu_kernel_differences(recorded, here)
+    return differences + _cpu_kernel_differences(recorded, here) + _thread_differences(
+        recorded, here)
 
 
 def _cpu_kernel_differences(recorded: dict[str, Any], here: dict[str, Any]) -> list[str]:
@@ -346,6 +351,27 @@ def _cpu_kernel_differences(recorded: dict[str, Any], here: dict[str, Any]) -> l
                     f"{_text(name)} kernel {_text(now or 'none')} here, "
                     f"{_text(then or 'none')} in the record: it can change results"
                 )
+    return differences
+
+
+def _thread_differences(recorded: dict[str, Any], here: dict[str, Any]) -> list[str]:
+    """Usable CPUs, and the size of each pool loaded on both sides, that differ (version 3).
+
+    A pool split in another number of parts adds floats in another order. A framework
+    loaded on one side only is not listed: det_nb pins its pools when it is imported.
+    """
+    differences = []
+    if "cpus_usable" in recorded and "cpus_usable" in here and (
+            recorded["cpus_usable"] != here["cpus_usable"]):
+        differences.append(f"CPUs this process may use {_text(here['cpus_usable'])} here, "
+                           f"{_text(recorded['cpus_usable'])} in the record (pools left alone "
+                           "size from them)")
+    if "thread_pools" in recorded and "thread_pools" in here:
+        for name in sorted(recorded["thread_pools"].keys() & here["thread_pools"].keys()):
+            now, then = here["thread_pools"][name], recorded["thread_pools"][name]
+            if now != then:
+                differences.append(f"{_text(name)} threads {_text(now)} here, {_text(then)} in "
+                                   "the record: it can change results")
     return differences
 
 

@@ -7,17 +7,18 @@ later; :meth:`Session.status` reads the sources back into a report.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from det_nb import cpu_kernels, determinism, xla
+from det_nb import cpu_kernels, determinism, threads, xla
 from det_nb.cluster import cluster_trial_seed
 from det_nb.determinism import Settings
 from det_nb.import_guard import ImportGuard
-from det_nb.lineage import Lineage, make_lineage
+from det_nb.lineage import Lineage, plan_lineage
 from det_nb.sources import Source, default_sources
 from det_nb.sources.keras import Keras
 from det_nb.status import Check, Report
@@ -56,19 +57,22 @@ class Session:
         per_cell: bool = False,
         portable: bool = True,
     ) -> Lineage:
-        """Validate everything, then seed every source and apply the settings.
+        """Validate everything, set the pins, then derive, seed every source and apply.
 
         Raises ValueError (and changes nothing) on bad input. With no seed, one is
-        assigned from the clock and shown in the lineage.
+        assigned from the clock and shown in the lineage. Deriving a trial seed loads
+        NumPy, so it comes after the CPU-kernel and thread pins NumPy reads when it loads.
         """
-        lineage = make_lineage(seed, trial, scheme, cluster_seed=cluster_trial_seed())
+        cluster_seed = cluster_trial_seed()  # may raise: before anything changes
+        plan = plan_lineage(seed, trial, scheme, cluster_seed=cluster_seed)
         settings = Settings(
             determinism.validate_threads(threads),
             determinism.validate_deterministic_ops(deterministic_ops),
             determinism.validate_flag(per_cell, "per_cell"),
             determinism.validate_flag(portable, "portable"),
         )
-        return self.apply(lineage, settings)
+        self._pin(settings)
+        return self._adopt(plan.derive(), settings, cluster_seed)
 
     def apply(self, lineage: Lineage, settings: Settings) -> Lineage:
         """Seed every source from an already built lineage, keeping where its seed came from.
@@ -77,8 +81,17 @@ class Session:
         lineage from user input and comes here.
         """
         cluster_seed = cluster_trial_seed()  # may raise: before anything changes
-        cpu_kernels.apply(settings.portable)  # before anything below can load NumPy
+        self._pin(settings)
+        return self._adopt(lineage, settings, cluster_seed)
+
+    @staticmethod
+    def _pin(settings: Settings) -> None:
+        """Set what libraries read when they load (before anything here can load NumPy)."""
+        cpu_kernels.apply(settings.portable)
+        threads.apply(settings.threads)
         xla.apply(bool(settings.deterministic_ops))  # in XLA_FLAGS before JAX can load
+
+    def _adopt(self, lineage: Lineage, settings: Settings, cluster_seed: int | None) -> Lineage:
         self.lineage, self.settings, self.cluster_seed = lineage, settings, cluster_seed
         self.last_cell_seed = None
         self._apply(lineage.trial_seed)
@@ -124,6 +137,8 @@ class Session:
             self._hooks.pop(module, None)
             self._import_guard.watched.discard(module)
             if self.lineage is not None:
+                with contextlib.suppress(Exception):  # the status reads back every pool
+                    threads.pin_loaded(self.settings.threads)  # native pools it brought
                 for source in self.sources:
                     if source.module == module:
                         self._apply_to(source)
@@ -240,6 +255,7 @@ class Session:
             if isinstance(source, Keras) and source.name in self._seeded:
                 checks.append(self._keras_layers_check(source))
         checks.extend(cpu_kernels.checks())
+        checks.extend(threads.checks())
         if self.cluster_seed is not None:
             checks.append(self._cluster_check())
         checks.append(self._per_cell_check())

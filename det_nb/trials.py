@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from det_nb.cpu_kernels import pin_environment
-from det_nb.determinism import THREAD_ENV
 from det_nb.files import read_limited, writable_target, write_atomically
 from det_nb.lineage import SCHEMES, Lineage, validate_integer, validate_scheme, validate_seed
 from det_nb.notebook_runner import (
@@ -49,6 +48,7 @@ from det_nb.notebook_runner import (
     refuse_repeated_options,
     validate_names,
 )
+from det_nb.threads import pool_environment
 
 FORMAT = "det_nb.trials"
 VERSION = 1
@@ -58,18 +58,17 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 # A trials file holds every trial's run record (a few kB each).
 MAX_FILE_BYTES = 200_000_000
 DEFAULT_TIMEOUT = 600.0
-# Library thread pools pinned to one thread, so trials on one machine do not fight over cores.
-_ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", *THREAD_ENV)
 
 
 def trial_environment() -> dict[str, str]:
     """What every trial's kernel starts with: what only acts at process start, fixed.
 
-    String hashing (``PYTHONHASHSEED``), one thread per library pool and the portable CPU
-    kernel pins. Re-create a trial elsewhere in a kernel started with the same variables
-    (``python -m det_nb kernel install`` sets the hash seed and TensorFlow's threads).
+    String hashing (``PYTHONHASHSEED``), one thread in every pool that splits float
+    reductions (so trials give the same floats on any worker, and do not fight over
+    cores) and the portable CPU kernel pins. Re-create a trial elsewhere in a kernel
+    started with the same variables (``python -m det_nb kernel install`` sets them all).
     """
-    return {"PYTHONHASHSEED": "0", **dict.fromkeys(_ONE_THREAD, "1"), **pin_environment()}
+    return {"PYTHONHASHSEED": "0", **pool_environment(1), **pin_environment()}
 
 
 def parse_trials(spec: str) -> list[int]:

@@ -22,7 +22,7 @@ ROWS = [
     "load", "seed", "dashboard (first)", "dashboard (update)", "modes: single-thread",
     "modes: pinned {n}", "modes: op determinism", "modes: both", "fingerprint",
     "check (keras)", "check (svd)", "portable: numpy", "portable: torch", "portable: keras",
-    "verify", "trials",
+    "threads: lapack", "threads: torch", "verify", "trials",
 ]
 # TF threads (intra, inter) and op determinism each mode must have read back from TF
 # ({n}: the core count; 0: TF's default pools).

@@ -94,7 +94,7 @@ def test_thread_counts_in_range_are_taken(value: object, expected: int | None) -
 @pytest.mark.parametrize("value", [0, 1025, -1, 2.0, True, "4_2", "٤"])
 def test_thread_counts_out_of_range_say_the_range_and_how_to_leave_tf_alone(value) -> None:
     with pytest.raises(ValueError, match=r"^threads must be an integer in \[1, 1024\] "
-                       r"\(or --no-single-thread to leave TensorFlow's thread pools alone\)"):
+                       r"\(or --no-single-thread to leave the libraries' thread pools alone\)"):
         determinism.validate_threads(value, "--no-single-thread")
 
 

@@ -34,7 +34,18 @@ print(json.dumps({
     "magic": "det_seed" in get_ipython().magics_manager.magics["line"],
     "defaults": [(c.threads, c.deterministic_ops) for c in get_ipython().configurables
                  if type(c).__name__ == "DetMagics"],
+    "pool variables": sorted({os.environ.get(v, "unset") for v in det_nb.threads.VARIABLES}),
+    "blas": blas(),
+    "numpy threads": det_nb.status().check("numpy threads").state,
 }))
+"""
+# NumPy is imported by the cell, after the kernel started: it loads under the pins.
+BLAS = """
+def blas():
+    import numpy
+    from threadpoolctl import threadpool_info
+    return [[p["internal_api"], p["num_threads"], p.get("architecture")]
+            for p in threadpool_info() if "numpy" in p["filepath"]]
 """
 
 
@@ -89,8 +100,8 @@ def test_a_seeded_kernel_starts_the_same_twice(jupyter_dirs: Path) -> None:
     installed = cli("kernel", "install", "--prefix", str(jupyter_dirs), "--name", NAME,
                     "--seed", "42", "--trial", "3")
     assert installed.returncode == 0, installed.stderr
-    first = run_in_kernel(jupyter_dirs, NAME, PROBE)
-    second = run_in_kernel(jupyter_dirs, NAME, PROBE)
+    first = run_in_kernel(jupyter_dirs, NAME, BLAS + PROBE)
+    second = run_in_kernel(jupyter_dirs, NAME, BLAS + PROBE)
     assert first["hash"] == second["hash"] == hash_with_seed_zero("x")
     assert first["random"] == second["random"] == random.Random(1129302213).random()
     assert first["trial seed"] == 1129302213
@@ -98,6 +109,9 @@ def test_a_seeded_kernel_starts_the_same_twice(jupyter_dirs: Path) -> None:
     assert first["hash check"] == "ok"
     assert f"det_nb kernel '{NAME}'" in first["hash detail"]
     assert first["threads"] == ["1", "1"]
+    assert first["pool variables"] == ["1"]  # OpenBLAS, OpenMP, MKL, BLIS, JAX, TF alike
+    assert first["blas"] == [["openblas", 1, "Haswell"]]
+    assert first["numpy threads"] == "ok"
     assert first["defaults"] == [[1, False]]  # a later %det_seed keeps the kernel's settings
 
 
@@ -114,10 +128,13 @@ def test_an_unseeded_kernel_loads_det_nb_and_fixes_only_the_start(jupyter_dirs: 
     assert installed.returncode == 0, installed.stderr
     spec = json.loads((jupyter_dirs / "share/jupyter/kernels" / NAME / "kernel.json").read_text())
     assert not any(arg.startswith("--IPKernelApp.exec_lines") for arg in spec["argv"])
-    result = run_in_kernel(jupyter_dirs, NAME, PROBE)
+    result = run_in_kernel(jupyter_dirs, NAME, BLAS + PROBE)
     assert result["magic"] is True
     assert result["trial seed"] is None
     assert result["threads"] == ["2", "2"]
+    assert result["pool variables"] == ["2"]
+    # OpenBLAS caps a count read from its variable at the CPUs it may use.
+    assert result["blas"] == [["openblas", min(2, len(os.sched_getaffinity(0))), "Haswell"]]
     assert result["hash_randomization"] == 0
 
 
@@ -130,7 +147,9 @@ def test_the_kernelspec_sets_what_acts_only_at_start(jupyter_dirs: Path) -> None
     assert spec["display_name"] == "Reproducible"
     assert spec["env"] == {
         "DET_NB_KERNEL": NAME, "PYTHONHASHSEED": "0", "TF_NUM_INTRAOP_THREADS": "4",
-        "TF_NUM_INTEROP_THREADS": "4", "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+        "TF_NUM_INTEROP_THREADS": "4", "OMP_NUM_THREADS": "4", "OPENBLAS_NUM_THREADS": "4",
+        "MKL_NUM_THREADS": "4", "BLIS_NUM_THREADS": "4", "VECLIB_MAXIMUM_THREADS": "4",
+        "PJRT_NPROC": "4", "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
         "TF_DETERMINISTIC_OPS": "1", **pin_environment(),
     }
     assert spec["argv"][:7] == [sys.executable, "-m", "ipykernel_launcher", "-f",

@@ -201,7 +201,7 @@ def test_keras_layers_built_before_seeding_are_reported(shell) -> None:
         ("42 --trial 0 --scheme determined", r"counts created trials from 1"),
         ("42 --frobnicate", "unrecognized arguments: --frobnicate"),
         ("42 --threads 0", r"threads must be an integer in \[1, 1024\] \(or --no-single-thread "
-                           r"to leave TensorFlow's thread pools alone\), got '0'$"),
+                           r"to leave the libraries' thread pools alone\), got '0'$"),
         ("42 --threads two", r"threads must be an integer in \[1, 1024\]"),
         ("42 --threads 99999999999", r"threads must be an integer in \[1, 1024\]"),
         ("42 --threads ²", r"threads must be an integer in \[1, 1024\]"),
@@ -268,7 +268,7 @@ def test_python_api_raises_value_error(shell) -> None:
             det_nb.seed(**kwargs)
         assert "\n" not in str(error.value)
     assert prng_states() == before
-    with pytest.raises(ValueError, match=r"\(or None to leave TensorFlow's thread pools alone\)"):
+    with pytest.raises(ValueError, match=r"\(or None to leave the libraries' thread pools alone\)"):
         det_nb.seed(1, threads=0)  # the API's word for "leave alone" is None
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from det_nb import determinism
+from det_nb import determinism, threads
 from det_nb.determinism import Settings
 from det_nb.sources.base import Source, State, digest
 from det_nb.status import Check
@@ -40,21 +40,21 @@ class TensorFlow(Source):
     def configure(self, settings: Settings) -> None:
         tf = self.loaded()
         if settings.threads is not None:
-            determinism.pin_tf_threads(tf, settings.threads)
+            threads.pin_tf_threads(tf, settings.threads)
         determinism.set_tf_op_determinism(tf, settings.deterministic_ops)
 
     def checks(self, settings: Settings) -> list[Check]:
         tf = self.loaded()
         if tf is None:
-            threads = "left alone" if settings.threads is None else f"pinned to {settings.threads}"
+            pools = "left alone" if settings.threads is None else f"pinned to {settings.threads}"
             ops = "on" if settings.deterministic_ops else "off"
             return [Check(
                 "tensorflow threads", "ok" if settings.threads else "off",
-                f"pending: TensorFlow is not imported yet; threads {threads} and op "
+                f"pending: TensorFlow is not imported yet; threads {pools} and op "
                 f"determinism {ops} at import, before its first op",
             )]
         return [
-            determinism.tf_threads_check(tf, settings.threads),
+            threads.tf_threads_check(tf, settings.threads),
             determinism.tf_op_determinism_check(),
         ]
 

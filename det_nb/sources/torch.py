@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from det_nb import determinism, nondeterministic_ops
+from det_nb import determinism, nondeterministic_ops, threads
 from det_nb.determinism import WARN, Settings
 from det_nb.sources.base import Source, State, check_arrays, digest
 from det_nb.sources.python_random import degenerate_mt19937
@@ -34,6 +34,7 @@ class Torch(Source):
             nondeterministic_ops.install()
         else:
             nondeterministic_ops.uninstall()
+        threads.pin_torch(self.loaded(), settings.threads)
         determinism.set_torch_determinism(self.loaded(), settings.deterministic_ops)
 
     def checks(self, settings: Settings) -> list[Check]:
@@ -41,6 +42,7 @@ class Torch(Source):
         if torch is None:
             return []
         return [
+            threads.torch_check(torch, settings.threads),
             determinism.torch_determinism_check(torch, nondeterministic_ops.ran(),
                                                 nondeterministic_ops.raised(),
                                                 nondeterministic_ops.counting()),
