@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from det_nb import xla
 from det_nb.cpu_kernels import pin_environment
 
 pytest.importorskip("ipykernel")
@@ -151,6 +152,8 @@ def test_the_kernelspec_sets_what_acts_only_at_start(jupyter_dirs: Path) -> None
         "MKL_NUM_THREADS": "4", "BLIS_NUM_THREADS": "4", "VECLIB_MAXIMUM_THREADS": "4",
         "PJRT_NPROC": "4", "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
         "TF_DETERMINISTIC_OPS": "1", **pin_environment(),
+        # the GPU determinism flag for JAX's XLA, after the CPU ISA cap
+        "XLA_FLAGS": pin_environment()["XLA_FLAGS"] + f" --{xla.accepted_flag()}=true",
     }
     assert spec["argv"][:7] == [sys.executable, "-m", "ipykernel_launcher", "-f",
                                 "{connection_file}", "--ext", "det_nb"]
