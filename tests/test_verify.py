@@ -82,8 +82,9 @@ def verified(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_reproducible_notebook_verifies_in_one_line(verified: dict) -> None:
     lines = verified["out"].splitlines()
-    # x in cell 2, history in 3, y and history (changed in place) in 5
-    assert lines[0] == f"{verified['good']}: identical across 2 runs (5 cells, 4 names compared)"
+    # x in cell 2, history in 3, y and history (changed in place) in 5; cell 4's error
+    assert lines[0] == (f"{verified['good']}: identical across 2 runs (5 cells, 4 names and 1 "
+                        "error compared)")
 
 
 def test_unseeded_generator_is_reported_at_its_cell_with_its_names(verified: dict) -> None:
@@ -104,7 +105,7 @@ def test_unseeded_generator_is_reported_at_its_cell_with_its_names(verified: dic
 
 def test_json_report_holds_every_cell_and_name(verified: dict) -> None:
     data = json.loads(verified["report"].read_text())
-    assert (data["format"], data["version"]) == ("det_nb-verify", 1)
+    assert (data["format"], data["version"]) == ("det_nb-verify", 2)
     good, drift = data["notebooks"]
     assert (good["verdict"], drift["verdict"], drift["first_parting_cell"]) == (
         "identical", "parted", 3)
@@ -119,7 +120,7 @@ def test_json_report_holds_every_cell_and_name(verified: dict) -> None:
 def test_against_a_stored_report(verified: dict, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = verify_main([verified["good"], "--against", str(verified["report"])], capsys)
     assert (status, out.strip()) == (0, f"{verified['good']}: identical across the stored run "
-                                        "and 1 fresh run (5 cells, 4 names compared)")
+                                        "and 1 fresh run (5 cells, 4 names and 1 error compared)")
     status, out, _ = verify_main([verified["drift"], "--against", str(verified["report"])],
                                  capsys)
     assert status == 1
@@ -147,22 +148,55 @@ def test_vary_hashseed_catches_set_order(
     assert "PYTHONHASHSEED: '1' in run 1, '2' in run 2 (set by --vary)" in out
 
 
-def test_vary_threads_catches_tensorflow_without_single_thread(
+# sgemm, solve and eigvalsh on seeded data: OpenBLAS splits them over as many threads as
+# the process has CPUs, and 1 and 2 threads give different bits (measured on 2 cores).
+LAPACK = [
+    "import numpy as np\nrng = np.random.default_rng(0)\n"
+    "a = rng.standard_normal((600, 600), dtype=np.float32)\n"
+    "b = rng.standard_normal((600, 600), dtype=np.float32)\n"
+    "m = rng.standard_normal((400, 400))\nv = rng.standard_normal(400)",
+    "product = a @ b\nsolution = np.linalg.solve(m, v)\n"
+    "eigenvalues = np.linalg.eigvalsh(m @ m.T)",
+]
+
+
+def test_vary_threads_catches_blas_results_that_depend_on_the_core_count(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    reduction = ["import tensorflow as tf",
-                 "total = tf.reduce_sum(tf.random.stateless_normal([4_000_000], seed=[1, 2]))"]
+    """Run 1's kernel may use one CPU, run 2's both: a one-core and a two-core machine."""
     free = write_notebook(tmp_path, "free.ipynb",
-                          ["%load_ext det_nb\n%det_seed 1 --no-single-thread --quiet",
-                           *reduction])
-    pinned = write_notebook(tmp_path, "pinned.ipynb",
-                            ["%load_ext det_nb\n%det_seed 1 --quiet", *reduction])
-    status, out, _ = verify_main([free, pinned, "--vary", "threads"], capsys)
+                          ["%load_ext det_nb\n%det_seed 1 --no-single-thread --quiet", *LAPACK])
+    status, out, _ = verify_main([free, "--vary", "threads"], capsys)
     assert status == 1
-    assert f"{free}: runs parted at cell 3: total = tf.reduce_sum(" in out
-    assert "    total: tf.Tensor float32 (): 1 of 1 elements differ" in out
-    assert "TF_NUM_INTRAOP_THREADS: '1' in run 1, '8' in run 2 (set by --vary)" in out
-    assert f"{pinned}: identical across 2 runs (3 cells, 1 names compared)" in out
+    lines = out.splitlines()
+    assert lines[:2] == [f"{free}: runs parted at cell 3: product = a @ b", "  run 1 vs run 2:"]
+    assert {line.split(":")[0].strip() for line in lines[2:5]} == {
+        "eigenvalues", "product", "solution"}
+    assert "    CPU affinity: '1 CPU' in run 1, '2 CPUs' in run 2 (set by --vary)" in lines
+    assert not any("NUM_THREADS" in line for line in lines)  # no thread variables are set
+
+
+def test_vary_threads_passes_lapack_under_det_nbs_single_thread_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """det_nb's default single-thread mode pins OpenBLAS too (branch "threads"), so a
+    one-core and a two-core machine agree."""
+    pinned = write_notebook(tmp_path, "pinned.ipynb",
+                            ["%load_ext det_nb\n%det_seed 1 --quiet", *LAPACK])
+    status, out, _ = verify_main([pinned, "--vary", "threads"], capsys)
+    assert (status, out) == (
+        0, f"{pinned}: identical across 2 runs (3 cells, 9 names compared)\n")
+
+
+def test_vary_threads_needs_two_cpus(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_notebook(tmp_path, "nb.ipynb", ["a = 1"])
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
+    assert verify_main([path, "--vary", "threads"], capsys) == (
+        2, "", "python -m det_nb verify: error: --vary threads runs one kernel on 1 CPU and "
+        "one on all CPUs this process may use, and it may use only 1: run it where 2 or more "
+        "CPUs are available\n")
 
 
 def test_vary_cpu_catches_unpinned_blas_kernels_and_passes_portable_ones(
