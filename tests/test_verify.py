@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -248,6 +249,15 @@ def test_failing_cell_is_exit_2_with_its_number(
     (["{nb}", "--against", "{text}"], "is not valid JSON"),
     (["{nb}", "--against", "{other}"], "is not a det_nb verify report"),
     (["{nb}", "--json", "{tmp}/no/such/folder/r.json"], "does not exist"),
+    (["{nb}", "--sanitize", "{text}"], "sanitize file {text!r}, line 1: expected 'regex: "
+     "PATTERN' followed by 'replace: TEXT', got 'not json'"),
+    (["{nb}", "--sanitize", "{badregex}"], "sanitize file {badregex!r}, line 1: bad regular "
+     "expression: missing ), unterminated subpattern at position 0"),
+    (["{nb}", "--sanitize", "{tmp}/none.cfg"], "error: sanitize file '{tmp}/none.cfg' does not "
+     "exist"),
+    (["{nb}", "--sanitize", "{fifo}"], "sanitize file {fifo!r} is a FIFO, not a regular file"),
+    (["{nb}", "--allow-errors", "--allow-errors"], "argument --allow-errors: given more than "
+     "once"),
 ])
 def test_bad_input_is_one_line_and_exit_2(
     argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -256,13 +266,15 @@ def test_bad_input_is_one_line_and_exit_2(
     (tmp_path / "text.txt").write_text("not json\n")
     (tmp_path / "other.json").write_text('{"version": 1}\n')
     os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "bad.cfg").write_text("regex: (x\nreplace: y\n")
     malformed = json.loads(Path(nb).read_text())
     malformed["metadata"]["kernelspec"] = "python3"
     (tmp_path / "malformed.ipynb").write_text(json.dumps(malformed))
     before = Path(nb).read_bytes()
     names = {"nb": nb, "text": str(tmp_path / "text.txt"),
              "other": str(tmp_path / "other.json"), "tmp": str(tmp_path),
-             "fifo": str(tmp_path / "fifo.json"), "malformed": str(tmp_path / "malformed.ipynb")}
+             "fifo": str(tmp_path / "fifo.json"), "malformed": str(tmp_path / "malformed.ipynb"),
+             "badregex": str(tmp_path / "bad.cfg")}
     status, out, err = verify_main([arg.format(**names) for arg in argv], capsys)
     assert (status, out) == (2, "")
     assert err.startswith("python -m det_nb verify: error: ") and err.count("\n") == 1
@@ -365,3 +377,195 @@ def test_seed_assigned_from_the_clock_is_noted_or_named_as_the_cause() -> None:
                                               _run("run 2", 1700000001, "assigned", "bb")])
     assert "    lineage.experiment_seed: 1700000000 in run 1, 1700000001 in run 2" in (
         parted.text().splitlines())
+
+
+def test_notebook_metadata_cannot_seed_a_notebook(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runner's old internal channel: verify reads a notebook, never a seed, from it."""
+    planted = tmp_path / "planted.json"
+    path = write_notebook(tmp_path, "meta.ipynb", ["import random\ndraw = random.random()"])
+    document = json.loads(Path(path).read_text())
+    document["metadata"]["det_nb_seed"] = {"seed": f"1 --save {planted}", "trial": None,
+                                           "scheme": None}
+    Path(path).write_text(json.dumps(document))
+    status, out, _ = verify_main([path], capsys)
+    assert status == 1  # not seeded: two fresh kernels draw differently
+    assert out.startswith(f"{path}: runs parted at cell 1: import random\n  run 1 vs run 2:\n"
+                          "    draw: float differs by ")
+    assert not planted.exists()
+    document["metadata"]["det_nb_seed"] = {"seed": 1, "trial": None, "scheme": None}
+    Path(path).write_text(json.dumps(document))
+    run = run_notebook(path)
+    assert (run.error, run.record) == (None, None)  # det_nb was never loaded
+
+
+@pytest.fixture(scope="module")
+def unproven(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A notebook holding a value no fingerprint reaches, next to code that is not a result."""
+    folder = tmp_path_factory.mktemp("unproven")
+    path = write_notebook(folder, "handle.ipynb", [
+        "import math\nfrom math import sqrt\nimport functools\n\n\ndef f(x):\n    return x\n\n\n"
+        "class Model:\n    pass\n\n\nroot = functools.partial(sqrt)\nsize = 3",
+        "import os\nhandle = open(os.devnull)",
+    ])
+    report = folder / "report.json"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = verify.main([path, "--json", str(report)])
+    return {"path": path, "status": status, "out": out.getvalue(), "report": report}
+
+
+def test_a_value_that_cannot_be_compared_is_never_called_identical(unproven: dict) -> None:
+    lines = unproven["out"].splitlines()
+    assert unproven["status"] == 3
+    # functions, classes, modules and the like are code: neither compared nor listed
+    assert lines[:3] == [
+        f"{unproven['path']}: not proven across 2 runs: 1 value could not be compared "
+        "(2 cells, 1 names compared and equal)", "  not compared:", lines[2]]
+    assert lines[2].startswith("    cell 2: handle: TextIOWrapper: ") and len(lines) == 3
+    data = json.loads(unproven["report"].read_text())["notebooks"][0]
+    assert data["verdict"] == "not proven"
+    assert data["not_compared"] == [{"cell": 2, "name": "handle",
+                                     "description": lines[2].split("handle: ", 1)[1]}]
+
+
+def test_allow_unchecked_accepts_but_still_says_not_proven(
+    unproven: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = verify_main([unproven["path"], "--allow-unchecked"], capsys)
+    assert (status, out) == (0, unproven["out"])
+
+
+def test_allow_errors_compares_errors_and_runs_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = write_notebook(tmp_path, "broken.ipynb", ["a = 1", "b = a / 0", "c = a + 1"])
+    status, out, _ = verify_main([broken, "--allow-errors"], capsys)
+    assert (status, out) == (
+        0, f"{broken}: identical across 2 runs (3 cells, 2 names and 1 error compared)\n")
+    random_error = write_notebook(tmp_path, "random_error.ipynb", [
+        "import os", "raise ValueError(os.urandom(8).hex())", "c = 1"])
+    status, out, _ = verify_main([random_error, "--allow-errors"], capsys)
+    lines = out.splitlines()
+    assert status == 1
+    assert lines[:2] == [f"{random_error}: runs parted at cell 2: raise ValueError("
+                         "os.urandom(8).hex())", "  run 1 vs run 2:"]
+    assert re.fullmatch(r"    error: 'ValueError: [0-9a-f]{16}' in run 1, 'ValueError: "
+                        r"[0-9a-f]{16}' in run 2", lines[2])
+    assert lines[3] == "    the cell's outputs differ"
+
+
+def test_printed_progress_verifies_identical_however_the_kernel_flushes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A seeded loop that prints with a short sleep: the kernel's timed flushes cut its
+    text into a different number of outputs in every run."""
+    path = write_notebook(tmp_path, "progress.ipynb", [
+        "%load_ext det_nb\n%det_seed 3 --quiet",
+        "import os\nimport random\nimport time\nfor step in range(15):\n"
+        "    print('step', step, round(random.random(), 6))\n"
+        "    time.sleep(0.01 + os.urandom(1)[0] / 2500)  # cut differently in every run",
+    ])
+    status, out, _ = verify_main([path, "--runs", "3"], capsys)
+    assert (status, out) == (0, f"{path}: identical across 3 runs (2 cells, 1 names compared)\n")
+
+
+def test_only_printed_output_differs_and_the_report_shows_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_notebook(tmp_path, "clock.ipynb", [
+        "total = sum(range(10))", "import time\nprint('total', total)\nprint('at', time.time_ns())",
+        "done = True"])
+    status, out, _ = verify_main([path], capsys)
+    lines = out.splitlines()
+    assert status == 1
+    assert lines[:4] == [f"{path}: runs parted at cell 2: import time", "  run 1 vs run 2:",
+                         "    only the printed output differs; every value is equal",
+                         "    first differing output line (line 2):"]
+    assert re.fullmatch(r"      run 1: 'at \d+'", lines[4])
+    assert re.fullmatch(r"      run 2: 'at \d+'", lines[5])
+    assert lines[4] != lines[5].replace("run 2", "run 1") and len(lines) == 6
+
+
+def test_sanitize_file_masks_what_the_user_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_notebook(tmp_path, "pid.ipynb", ["import os\nprint('kernel pid', os.getpid())"])
+    assert verify_main([path], capsys)[0] == 1
+    sanitize = tmp_path / "sanitize.cfg"
+    sanitize.write_text("[pid]\nregex: pid \\d+\nreplace: pid N\n")
+    assert verify_main([path, "--sanitize", str(sanitize)], capsys)[:2] == (
+        0, f"{path}: identical across 2 runs (1 cells, 0 names compared)\n")
+
+
+def test_keras_fit_with_its_progress_bar_and_timeit_verify_identical(tmp_path: Path) -> None:
+    """Keras's default progress bar prints durations and redraws itself as time allows;
+    %timeit prints timings and chooses its loop count by time."""
+    path = write_notebook(tmp_path, "keras_fit.ipynb", [
+        "%load_ext det_nb\n%det_seed 42 --quiet",
+        "import numpy as np\nimport keras\nx = np.random.rand(64, 4).astype('float32')\n"
+        "y = (x.sum(axis=1) > 2).astype('float32')",
+        "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation='relu'),"
+        "\n    keras.layers.Dropout(0.2), keras.layers.Dense(1, activation='sigmoid')])\n"
+        "model.compile(optimizer='adam', loss='binary_crossentropy')\n"
+        "model.fit(x, y, epochs=3, batch_size=8)",
+        "%timeit float(np.abs(x).sum())",
+    ])
+    verdict = verify.verify_notebook(path, runs=2, vary=(), timeout=600)
+    assert verdict.text() == f"{path}: identical across 2 runs (4 cells, 3 names compared)"
+    fit, timed = verdict.runs[0].cells[2], verdict.runs[0].cells[3]
+    assert "Epoch 3/3\n8/8 ━━━━━━━━━━━━━━━━━━━━ <time> <time>/step - loss: " in fit.outputs_text
+    assert fit.outputs_text.endswith(
+        "[execute_result text/plain]\n<keras.src.callbacks.history.History at 0x<address>>")
+    assert timed.outputs_text == "<timeit: time per loop>\n"
+
+
+def test_report_text_escapes_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A newline in a notebook's path cannot split a report line; a name that is not UTF-8
+    is shown escaped."""
+    newline = write_notebook(tmp_path, "two\nlines.ipynb", ["a = 1"])
+    latin = write_notebook(tmp_path, os.fsdecode(b"caf\xe9.ipynb"), ["a = 1"])
+    status, out, _ = verify_main([newline, latin], capsys)
+    assert (status, out.splitlines()) == (0, [
+        f"{tmp_path}/two\\nlines.ipynb: identical across 2 runs (1 cells, 1 names compared)",
+        f"{tmp_path}/caf\\udce9.ipynb: identical across 2 runs (1 cells, 1 names compared)"])
+
+
+def test_a_notebook_jupyter_runs_is_repaired_and_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Cell ids in an nbformat 4.0 file: refused before ("Additional properties are not
+    allowed ('id' was unexpected)"), run by Jupyter, nbclient and nbconvert."""
+    path = tmp_path / "old.ipynb"
+    path.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 0, "metadata": {}, "cells": [
+        {"cell_type": "code", "id": "first", "metadata": {}, "source": "a = 1", "outputs": [],
+         "execution_count": None}]}))
+    status, out, _ = verify_main([str(path)], capsys)
+    assert (status, out.splitlines()) == (0, [
+        f"{path}: identical across 2 runs (1 cells, 1 names compared)",
+        "  note: repaired in the copy that ran: cell ids in an nbformat 4.0 file (ids came with "
+        "4.5): ran as nbformat 4.5 with new ids"])
+
+
+def test_pytest_plugin_fails_not_proven_unless_allowed(
+    unproven: dict, pytester: pytest.Pytester
+) -> None:
+    result = pytester.runpytest(*plugin_args(), "--det-verify", unproven["path"])
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*handle.ipynb: not proven across 2 runs: 1 value could not "
+                                 "be compared*", "    cell 2: handle: TextIOWrapper: *"])
+    result = pytester.runpytest(*plugin_args(), "--det-verify", "--det-verify-allow-unchecked",
+                                unproven["path"])
+    result.assert_outcomes(passed=1)
+
+
+def test_pytest_plugin_refuses_a_bad_sanitize_file(
+    tmp_path: Path, pytester: pytest.Pytester
+) -> None:
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("regex: [\nreplace: x\n")
+    result = pytester.runpytest(*plugin_args(), "--det-verify", "--det-verify-sanitize", str(bad))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: sanitize file {str(bad)!r}, line 1: bad regular "
+                                 "expression: unterminated character set at position 0"])
