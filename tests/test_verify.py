@@ -345,10 +345,12 @@ def test_runner_leaves_numpy_import_to_the_notebook(tmp_path: Path) -> None:
     path = write_notebook(tmp_path, "plain.ipynb", [
         "import sys\nnumpy_before = 'numpy' in sys.modules\nsizes = [1, 2]",
         "sizes.append(3)",
+        "import numpy\ncount = len(sizes)",  # reads sizes: hashed again, now with NumPy
     ])
     run = run_notebook(path, collect=["numpy_before"])
     assert (run.error, run.record, run.collected) == (None, None, {"numpy_before": False})
     assert run.cells[1].names["sizes"].description == "list (len 3)"  # changed in place
+    assert list(run.cells[2].names) == ["count"]  # NumPy's import alone changes no hash
 
 
 def test_runner_replaces_the_notebooks_own_seed(tmp_path: Path) -> None:

@@ -5,40 +5,31 @@ the runner (:mod:`det_nb.notebook_runner.kernel_run`) calls the functions here t
 silent requests (``user_expressions``) that leave no trace in the notebook's namespace,
 history or outputs, and each answers JSON text.
 
-The probe leaves NumPy's import to the notebook: CPU-kernel pins that ``%det_seed`` sets
-act only if NumPy loads after them, so until the notebook imports NumPy plain Python values
-are hashed without it and other values are listed as unchecked. Code a cell defines
-(functions, classes, modules) is not a result: it is neither compared nor listed.
+Values are hashed by :func:`det_nb.fingerprint.fingerprint`, the hashes ``%%det_check``
+uses; it imports no NumPy for plain values, and neither does the probe, so CPU-kernel pins
+that ``%det_seed`` sets still act on the NumPy the notebook imports later. Code a cell
+defines (:func:`det_nb.fingerprint.is_code`: functions, classes, modules) is not a result:
+it is neither compared nor listed.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
-import struct
 import sys
-import types
 from dataclasses import dataclass
 from typing import Any
 
 _IGNORED = re.compile(r"_+|_i+|_i\d+|_\d+|_[ido]h|__\w+__|In|Out|exit|quit|get_ipython|_exit_code")
-_PLAIN = (type(None), bool, int, float, complex, str, bytes)
-#: Code, not results: what a cell defines or imports to compute with.
-_CODE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType,
-         types.MethodType, types.BuiltinMethodType, types.MethodWrapperType,
-         types.WrapperDescriptorType, types.MethodDescriptorType,
-         types.ClassMethodDescriptorType, functools.partial)
-_INERT = (*_CODE, *_PLAIN)
-_BEFORE_NUMPY = "not fingerprinted before the notebook imports NumPy"
+#: Values that cannot change in place: an unchanged binding needs no new hash.
+_IMMUTABLE = (type(None), bool, int, float, complex, str, bytes)
 
 
 @dataclass
 class _Tracked:
     value: object
     digest: str
-    plain: bool  # hashed without NumPy (see _plain_print)
 
 
 class _Probe:
@@ -64,109 +55,45 @@ class _Probe:
 
     def _changes(self, source: str) -> dict[str, list[str]]:
         """{name: [digest, description, kind]} for each name the cell changed."""
+        from det_nb.check import _names_used
+        from det_nb.fingerprint import is_code
+
         shell, tracked = self.shell, self.tracked
         hidden = shell.user_ns_hidden
         now = {n: v for n, v in shell.user_ns.items()
                if not _IGNORED.fullmatch(n) and not (n in hidden and hidden[n] is v)}
-        watched = _watched(shell, source)
+        watched = _names_used(shell, source)[1]  # None: the cell may change anything
         changes: dict[str, list[str]] = {}
         for name in tracked.keys() - now.keys():
             del tracked[name]
             changes[name] = ["", "(deleted)", "value"]
         for name, value in now.items():
             old = tracked.get(name)
+            code = is_code(value)
             if old is not None and old.value is value and (
-                issubclass(type(value), _INERT) or (watched is not None and name not in watched)
+                code or issubclass(type(value), _IMMUTABLE)
+                or (watched is not None and name not in watched)
             ):
                 continue
-            if issubclass(type(value), _CODE):
-                tracked[name] = _Tracked(value, "", True)
+            if code:  # not a result: neither compared nor listed
+                tracked[name] = _Tracked(value, "")
                 continue
-            fields, plain = _print(value, same_as=old)
+            fields = _print(value)
             if old is not None and old.value is value and fields[0] == old.digest:
                 continue
-            tracked[name] = _Tracked(value, fields[0], plain)
+            tracked[name] = _Tracked(value, fields[0])
             changes[name] = fields
         return changes
 
 
-def _watched(shell: Any, source: str) -> frozenset[str] | None:
-    """Names whose in-place changes the cell can make (None: any), as %%det_check finds."""
-    if "numpy" not in sys.modules:
-        return None  # only plain values so far: cheap to hash them all
-    from det_nb.check import _names_used
-
-    return _names_used(shell, source)[1]
-
-
-def _print(value: object, same_as: _Tracked | None) -> tuple[list[str], bool]:
-    """([digest, description, kind], hashed without NumPy?) for ``value``.
-
-    A value last hashed without NumPy is hashed the same way again, so NumPy's import
-    alone never looks like a change.
-    """
-    if "numpy" not in sys.modules or (same_as is not None and same_as.plain):
-        plain = _plain_print(value)
-        if plain is not None or "numpy" not in sys.modules:
-            return plain or ["", f"{type(value).__name__}: {_BEFORE_NUMPY}", "unchecked"], True
+def _print(value: object) -> list[str]:
+    """[digest, description, kind] of ``value`` (kind "unchecked" with the reason)."""
     from det_nb.fingerprint import Fingerprint, fingerprint
 
     found = fingerprint(value)
     if isinstance(found, Fingerprint):
-        return [found.digest.hex(), found.summary, "value"], False
-    return ["", f"{found.summary}: {found.reason}", "unchecked"], False
-
-
-def _plain_print(value: object) -> list[str] | None:
-    """A fingerprint of plain Python data made without NumPy, or None for anything else."""
-    import xxhash
-
-    hasher = xxhash.xxh3_128()
-    try:
-        _feed_plain(hasher, value, 0)
-    except (TypeError, RecursionError):
-        return None
-    size = f" (len {len(value)})" if isinstance(value, (str, bytes, list, tuple, dict,
-                                                         set, frozenset)) else ""
-    return [hasher.hexdigest(), f"{type(value).__name__}{size}", "value"]
-
-
-def _feed_plain(hasher: Any, value: object, depth: int) -> None:
-    kind = type(value)
-    if depth > 100:
-        raise TypeError("too deep")
-    hasher.update(kind.__name__.encode() + b"\0")
-    if kind in (int, bool):
-        hasher.update(hex(value).encode() + b"\0")
-    elif kind is float:
-        hasher.update(struct.pack("<d", value))
-    elif kind is complex:
-        hasher.update(struct.pack("<dd", value.real, value.imag))
-    elif kind in (str, bytes):
-        data = value.encode("utf-8", "surrogatepass") if kind is str else value
-        hasher.update(struct.pack("<Q", len(data)) + data)
-    elif value is None:
-        return
-    elif kind in (list, tuple):
-        hasher.update(struct.pack("<Q", len(value)))
-        for item in value:
-            _feed_plain(hasher, item, depth + 1)
-    elif kind is dict:
-        hasher.update(struct.pack("<Q", len(value)))
-        for key, item in value.items():
-            _feed_plain(hasher, key, depth + 1)
-            _feed_plain(hasher, item, depth + 1)
-    elif kind in (set, frozenset):
-        import xxhash
-
-        digests = []
-        for item in value:
-            sub = xxhash.xxh3_128()
-            _feed_plain(sub, item, depth + 1)
-            digests.append(sub.digest())
-        hasher.update(struct.pack("<Q", len(value)) + b"".join(sorted(digests)))
-    else:
-        raise TypeError(kind.__name__)
+        return [found.digest.hex(), found.summary, "value"]
+    return ["", f"{found.summary}: {found.reason}", "unchecked"]
 
 
 _PROBE: _Probe | None = None
@@ -233,7 +160,7 @@ def _collected(value: object) -> dict[str, object]:
         value = value.item()
     if _is_json(value, 0):
         return {"value": value}
-    return {"fingerprint": _print(value, None)[0]}
+    return {"fingerprint": _print(value)}
 
 
 def _is_json(value: object, depth: int) -> bool:
