@@ -721,6 +721,7 @@ class _Checked:
     runs: int
     stored: dict[str, RunData] | None
     sanitizer: Sanitizer
+    json_target: Path | None  # --json, resolved (links followed) before anything ran
 
 
 def check_arguments(args: argparse.Namespace) -> _Checked:
@@ -732,10 +733,11 @@ def check_arguments(args: argparse.Namespace) -> _Checked:
     check_cpus_for(args.vary)
     sanitizer = (BUILT_IN if args.sanitize is None
                  else notebook_runner.load_sanitize_file(args.sanitize))
+    json_target = None
     if args.json is not None:
         from det_nb.files import writable_target
 
-        writable_target(args.json, "--json report")
+        json_target = writable_target(args.json, "--json report")
         notebook_runner.refuse_notebook_target(args.json, args.notebooks, "--json")
     stored = None
     if args.against is not None:
@@ -745,7 +747,7 @@ def check_arguments(args: argparse.Namespace) -> _Checked:
     if stored is None and runs < 2:
         raise ValueError(f"--runs must be at least 2 to compare runs, got {runs} "
                          "(or give --against REPORT)")
-    return _Checked(runs, stored, sanitizer)
+    return _Checked(runs, stored, sanitizer, json_target)
 
 
 def main(argv: list[str]) -> int:
@@ -767,14 +769,16 @@ def main(argv: list[str]) -> int:
         )
         print(verdict.text(), flush=True)
         verdicts.append(verdict)
-    if args.json is not None:
+    if checked.json_target is not None:
         import json
 
         from det_nb.files import write_atomically
 
         text = json.dumps(to_json(verdicts), indent=1) + "\n"
-        try:
-            write_atomically(args.json, text.encode("utf-8"))
+        try:  # checked again now: a link or a notebook that appeared there is refused
+            write_atomically(checked.json_target, text.encode("utf-8"), "--json report",
+                             refuse=args.notebooks, refused_as="the notebook",
+                             follow_links=False)
         except ValueError as error:
             print(f"{PROG}: error: {printable(str(error))}", file=sys.stderr)
             return FAILED

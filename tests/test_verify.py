@@ -571,3 +571,95 @@ def test_pytest_plugin_refuses_a_bad_sanitize_file(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: sanitize file {str(bad)!r}, line 1: bad regular "
                                  "expression: unterminated character set at position 0"])
+
+
+@pytest.mark.parametrize("swap", ["link to the notebook", "hard link to the notebook"])
+def test_json_is_never_written_through_what_appeared_during_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    swap: str,
+) -> None:
+    """The --json path is checked again when the report is written: replaced during the run
+    by a link to the notebook, it is refused and the notebook stays intact."""
+    path = write_notebook(tmp_path, "nb.ipynb", ["a = 1"])
+    before = Path(path).read_bytes()
+    report = tmp_path / "report.json"
+    verify_notebook = verify.verify_notebook
+
+    def verify_then_swap(*args: object, **kwargs: object) -> verify.NotebookVerdict:
+        verdict = verify_notebook(*args, **kwargs)
+        if swap == "link to the notebook":
+            report.symlink_to(path)
+        else:
+            os.link(path, report)
+        return verdict
+
+    monkeypatch.setattr(verify, "verify_notebook", verify_then_swap)
+    status, out, err = verify_main([path, "--json", str(report)], capsys)
+    assert (status, out) == (2, f"{path}: identical across 2 runs (1 cells, 1 names compared)\n")
+    assert err.startswith(f"python -m det_nb verify: error: cannot write {str(report)!r}: ")
+    assert err.endswith("; nothing was written\n") and err.count("\n") == 1
+    assert Path(path).read_bytes() == before
+
+
+# One value per family, built inside a function from OS entropy: no seed reaches it, so
+# two fresh kernels hold different values. (name, cell)
+DRIFTING_FAMILIES = {
+    "torch tensor": ("weights", "import os\nimport torch\n\n\ndef make():\n"
+                     "    generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "
+                     "'little'))\n    return torch.randn(4, generator=generator)\n\n\n"
+                     "weights = make()"),
+    "torch module": ("net", "import os\nimport torch\n\n\ndef make():\n"
+                     "    torch.manual_seed(int.from_bytes(os.urandom(4), 'little'))\n"
+                     "    return torch.nn.Sequential(torch.nn.Linear(3, 4), "
+                     "torch.nn.BatchNorm1d(4))\n\n\nnet = make()"),
+    "JAX array": ("noise", "import os\nimport jax\n\n\ndef make():\n"
+                  "    key = jax.random.key(int.from_bytes(os.urandom(4), 'little'))\n"
+                  "    return jax.random.normal(key, (3,))\n\n\nnoise = make()"),
+    "pandas frame": ("frame", "import os\nimport pandas as pd\n\n\ndef make():\n"
+                     "    return pd.DataFrame({'a': list(os.urandom(2)), 'b': [1.5, 2.5]})"
+                     "\n\n\nframe = make()"),
+}
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """verify of one drifting-value notebook per family, in one command."""
+    folder = tmp_path_factory.mktemp("families")
+    paths = {family: write_notebook(folder, f"{name}.ipynb", [SEEDED, cell])
+             for family, (name, cell) in DRIFTING_FAMILIES.items()}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = verify.main(list(paths.values()))
+    return {"status": status, "out": out.getvalue(), "paths": paths}
+
+
+@pytest.mark.parametrize("family", sorted(DRIFTING_FAMILIES))
+def test_a_drifting_value_of_any_family_is_never_called_identical(
+    families: dict, family: str
+) -> None:
+    """Issue 16's notebook was 'identical across 2 runs (3 cells, 0 names compared)', exit 0.
+
+    A family det_nb fingerprints is caught (parted, the value named where it differs);
+    one it cannot fingerprint yet makes the verdict not proven, naming the value.
+    """
+    name = DRIFTING_FAMILIES[family][0]
+    path = families["paths"][family]
+    out = families["out"]
+    report = out[out.index(f"{path}: "):].split("\n/")[0].splitlines()
+    assert families["status"] in (1, 3)
+    assert "identical" not in report[0]
+    if "runs parted" in report[0]:
+        assert report[0] == f"{path}: runs parted at cell 2: import os"
+        assert report[2].startswith(f"    {name}: ")
+    else:
+        assert report[0].startswith(f"{path}: not proven across 2 runs: 1 value could not be "
+                                    "compared")
+        assert report[2].startswith(f"    cell 2: {name}: ")
+
+
+def test_a_drifting_torch_tensor_is_parted_and_located(families: dict) -> None:
+    out = families["out"]
+    report = out[out.index(families["paths"]["torch tensor"]):].splitlines()
+    assert report[2].startswith("    weights: torch.Tensor float32 (4,): 4 of 4 elements "
+                                "differ; max abs difference ")
+    assert families["status"] == 1
