@@ -761,14 +761,18 @@ def main(argv: list[str]) -> int:
         print(f"{PROG}: error: {printable(str(error))}", file=sys.stderr)
         return FAILED
     verdicts = []
-    for path in args.notebooks:
-        verdict = verify_notebook(
-            path, runs=checked.runs, vary=args.vary, timeout=args.timeout,
-            stored=checked.stored[path] if checked.stored else None,
-            allow_errors=args.allow_errors, sanitizer=checked.sanitizer,
-        )
-        print(verdict.text(), flush=True)
-        verdicts.append(verdict)
+    try:
+        for path in args.notebooks:
+            verdict = verify_notebook(
+                path, runs=checked.runs, vary=args.vary, timeout=args.timeout,
+                stored=checked.stored[path] if checked.stored else None,
+                allow_errors=args.allow_errors, sanitizer=checked.sanitizer,
+            )
+            print(verdict.text(), flush=True)
+            verdicts.append(verdict)
+    except (KeyboardInterrupt, SystemExit) as stopped:  # Ctrl-C, or SIGTERM under the guard
+        _note_clean_up(stopped)
+        raise
     if checked.json_target is not None:
         import json
 
@@ -785,5 +789,16 @@ def main(argv: list[str]) -> int:
     return exit_status(verdicts, args.allow_unchecked)
 
 
+def _note_clean_up(stopped: BaseException) -> None:
+    """Add what the interrupted run left, as checked now, to the guard's one line."""
+    left = notebook_runner.live_kernels()
+    note = ("every kernel it started is stopped and its connection file removed" if not left
+            else f"{left} kernel{'s' * (left != 1)} it started could not be stopped")
+    if hasattr(stopped, "add_note"):  # Python 3.11+
+        stopped.add_note(note)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from det_nb.command_line import run
+
+    sys.exit(run(PROG, lambda: main(sys.argv[1:])))

@@ -15,10 +15,10 @@ module per job:
   changed.
 - :mod:`~det_nb.notebook_runner.snapshots`: move values out of kernels where runs part.
 - :mod:`~det_nb.notebook_runner.outputs`: compare outputs as a reader sees them.
-- :mod:`~det_nb.notebook_runner.command_line`: checks shared by the command lines.
+- :mod:`~det_nb.notebook_runner.cli_checks`: checks shared by the command lines.
 """
 
-from det_nb.notebook_runner.command_line import (
+from det_nb.notebook_runner.cli_checks import (
     refuse_notebook_target,
     refuse_repeated_options,
     validate_names,
@@ -29,6 +29,7 @@ from det_nb.notebook_runner.kernel_run import (
     KernelRun,
     NameFingerprint,
     NotebookRun,
+    live_kernels,
     run_notebook,
     run_sync,
 )
@@ -43,8 +44,8 @@ from det_nb.notebook_runner.outputs import (
 
 __all__ = [
     "BUILT_IN", "MAX_NOTEBOOK_BYTES", "CellResult", "KernelRun", "LoadedNotebook",
-    "NameFingerprint", "NotebookRun", "Sanitizer", "Seeding", "load_notebook",
+    "NameFingerprint", "NotebookRun", "Sanitizer", "Seeding", "live_kernels", "load_notebook",
     "load_sanitize_file", "outputs_digest", "reader_text", "refuse_notebook_target",
-    "refuse_repeated_options", "reseed_notebook", "run_notebook", "run_sync",
-    "seeding_from", "validate_names",
+    "refuse_repeated_options", "reseed_notebook", "run_notebook", "run_sync", "seeding_from",
+    "validate_names",
 ]

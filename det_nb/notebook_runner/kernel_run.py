@@ -29,12 +29,12 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from det_nb.notebook_runner.command_line import validate_names
+from det_nb.notebook_runner.cli_checks import validate_names
 from det_nb.notebook_runner.det_seed_lines import Seeding, reseed_notebook, seeding_from
 from det_nb.notebook_runner.loading import load_notebook
 from det_nb.notebook_runner.outputs import BUILT_IN, Sanitizer, error_text, reader_text, text_digest
@@ -48,6 +48,8 @@ _PROBE = "__import__('det_nb.notebook_runner.probe', fromlist=['_'])"
 _SNAPSHOTS = "__import__('det_nb.notebook_runner.snapshots', fromlist=['_'])"
 #: Kernels started and not yet stopped, so an interrupted run can stop them (see run_sync).
 _LIVE: set[KernelRun] = set()
+#: How long an interrupted run's own clean-up may take once its kernels are killed.
+_CLEAN_UP_SECONDS = 5.0
 _Result = TypeVar("_Result")
 
 
@@ -135,21 +137,32 @@ def run_notebook(
     return run_sync(one_run())
 
 
+def live_kernels() -> int:
+    """How many kernels this process started and has not stopped yet."""
+    return len(_LIVE)
+
+
 def run_sync(coroutine: Coroutine[Any, Any, _Result]) -> _Result:
     """Run a coroutine to completion, also where an event loop already runs (Jupyter).
 
     Whatever ends it, kernels it started and did not stop are stopped before this
     returns or raises. An interrupt (KeyboardInterrupt, or SystemExit from a signal
-    handler) that escapes the event loop leaves the coroutine suspended: it is cancelled
-    so that its own clean-up runs, and any kernel still alive after that is killed here,
-    synchronously.
+    handler) that escapes the event loop leaves the coroutine suspended mid-cell: the
+    kernels are killed first, synchronously (nbclient would take the cancellation of a
+    running cell for a dead kernel and go on to the next run's cell), then the coroutine
+    is cancelled so that its own clean-up runs, for a few seconds at most.
     """
     before = set(_LIVE)
+
+    def kill_started(reason: str | None = None) -> None:
+        for run in _LIVE - before:
+            run.kill_now(reason)
+
     try:
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # the usual case: no loop in this thread
-            return _run_in_new_loop(coroutine)
+            return _run_in_new_loop(coroutine, lambda: kill_started("interrupted"))
         from jupyter_core.utils import run_sync as run_beside_running_loop
 
         async def wrapped() -> _Result:
@@ -157,23 +170,27 @@ def run_sync(coroutine: Coroutine[Any, Any, _Result]) -> _Result:
 
         return run_beside_running_loop(wrapped)()
     finally:
-        for run in _LIVE - before:
-            run.kill_now()
+        kill_started()
 
 
-def _run_in_new_loop(coroutine: Coroutine[Any, Any, _Result]) -> _Result:
-    """``asyncio.run`` that also cleans up after an interrupt raised while the loop waits."""
+def _run_in_new_loop(coroutine: Coroutine[Any, Any, _Result],
+                     on_interrupt: Callable[[], None]) -> _Result:
+    """``asyncio.run``, with ``on_interrupt`` called first when an exception escapes the loop
+    while the coroutine waits (then its tasks are cancelled and given a bounded clean-up)."""
     loop = asyncio.new_event_loop()
     try:
         task = loop.create_task(coroutine)
         try:
             return loop.run_until_complete(task)
         except BaseException:
-            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            if task.done():
+                raise
+            on_interrupt()
+            pending = [waiting for waiting in asyncio.all_tasks(loop) if not waiting.done()]
             for waiting in pending:
                 waiting.cancel()
-            with contextlib.suppress(BaseException):  # a second interrupt: kill_now remains
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            with contextlib.suppress(BaseException):  # a second interrupt cuts it short
+                loop.run_until_complete(asyncio.wait(pending, timeout=_CLEAN_UP_SECONDS))
             raise
     finally:
         with contextlib.suppress(BaseException):
@@ -325,13 +342,16 @@ class KernelRun:
         finally:
             self.kill_now()
 
-    def kill_now(self) -> None:
+    def kill_now(self, reason: str | None = None) -> None:
         """Stop the kernel at once, without the event loop; remove its connection file.
 
         For a run ended by an interrupt: the kernel's whole process group is killed (it
-        runs in its own session), then its connection and IPC files are removed.
+        runs in its own session), then its connection and IPC files are removed. With a
+        ``reason``, the run also ends there (``error``): no further cell is started.
         """
         _LIVE.discard(self)
+        if reason is not None and self.error is None:
+            self.error = f"stopped: {reason}"
         manager = self.client.km
         if manager is None:
             return
