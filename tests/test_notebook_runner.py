@@ -104,6 +104,33 @@ def test_a_rewritten_line_runs_in_a_real_shell(shell, line, tmp_path, monkeypatc
     assert (tmp_path / "a b.json").exists() == ("a b.json" in line)
 
 
+def test_options_of_every_kind_are_rebuilt_as_given():
+    """Kinds %det_seed may gain: an optional value (``--deterministic-ops[=warn]``), a
+    count, a repeatable option, a store_const, several values."""
+    from det_nb.notebook_runner.det_seed_lines import _option_words
+
+    parser = argparse.ArgumentParser(add_help=False)
+    actions = {
+        "optional": parser.add_argument("--optional", nargs="?", const="on"),
+        "count": parser.add_argument("--verbose", "-v", action="count"),
+        "append": parser.add_argument("--tag", action="append"),
+        "const": parser.add_argument("--fast", action="store_const", const=3),
+        "many": parser.add_argument("--sizes", nargs="+"),
+        "flag": parser.add_argument("--portable", action=argparse.BooleanOptionalAction),
+    }
+    line = ["--optional", "--verbose", "-v", "--tag=a b", "--tag", "c", "--fast",
+            "--sizes", "1", "2", "--no-portable"]
+    parsed = parser.parse_args(line)
+    words = [word for action in actions.values()
+             for word in _option_words(action, getattr(parsed, action.dest))]
+    assert words == ["--optional", "--verbose", "--verbose", "--tag=a b", "--tag=c", "--fast",
+                     "--sizes", "1", "2", "--no-portable"]
+    assert parser.parse_args(words) == parsed
+    parsed = parser.parse_args(["--optional=warn", "--portable"])
+    assert [w for a in actions.values() for w in _option_words(a, getattr(parsed, a.dest))] == [
+        "--optional=warn", "--portable"]
+
+
 def _parse(arguments: str) -> argparse.Namespace:
     from det_nb.magics import DetMagics, _split
 
@@ -120,16 +147,18 @@ def _option_words() -> st.SearchStrategy[list[str]]:
         if not action.option_strings:
             continue
         long = max(action.option_strings, key=len)
+        values = st.sampled_from(list(action.choices)) if action.choices else text
+        with_value = values.map(lambda value, o=long: [f"{o}={value}"])
         if isinstance(action, argparse.BooleanOptionalAction):
             given = st.sampled_from([[o] for o in action.option_strings if o.startswith("--")])
-        elif action.choices:
-            given = st.sampled_from([[f"{long}={choice}"] for choice in action.choices])
+            if action.nargs == "?":
+                given = st.one_of(given, with_value)
         elif action.nargs == 0:
             given = st.just([long])
         elif action.nargs == "?":
-            given = st.one_of(st.just([long]), text.map(lambda value, o=long: [f"{o}={value}"]))
+            given = st.one_of(st.just([long]), with_value)
         else:
-            given = text.map(lambda value, o=long: [f"{o}={value}"])
+            given = with_value
         per_option.append(st.one_of(st.just([]), given))
     return st.tuples(*per_option).flatmap(
         lambda chosen: st.permutations([words for words in chosen if words])

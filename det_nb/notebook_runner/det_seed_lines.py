@@ -116,13 +116,18 @@ def _rebuilt_arguments(arguments: str, seeding: Seeding, cell: int) -> str:
 
 
 def _option_words(action: argparse.Action, value: object) -> list[str]:
-    """The words that give ``action`` the parsed ``value``; none when it was not given."""
+    """The words that give ``action`` the parsed ``value``; none when it was not given.
+
+    Generic over argparse's kinds of option, so that an option the magic gains (a flag,
+    a value, an optional value such as ``--deterministic-ops[=warn]``, a repeatable one)
+    is carried over as it was given.
+    """
     if value is None or value == action.default:
         return []
     if not action.option_strings:  # another positional argument
         return [str(item) for item in value] if isinstance(value, list) else [str(value)]
     longest = max(action.option_strings, key=len)
-    if isinstance(action, argparse.BooleanOptionalAction):
+    if isinstance(action, argparse.BooleanOptionalAction) and isinstance(value, bool):
         return [next(option for option in action.option_strings
                      if option.startswith("--") and option.startswith("--no-") is not value)]
     if isinstance(action, argparse._CountAction):
