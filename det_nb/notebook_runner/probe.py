@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass
 from typing import Any
 
-_IGNORED = re.compile(r"_+|_i+|_i\d+|_\d+|_[ido]h|__\w+__|In|Out|exit|quit|get_ipython|_exit_code")
 #: Values that cannot change in place: an unchanged binding needs no new hash.
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes)
 
@@ -55,13 +53,11 @@ class _Probe:
 
     def _changes(self, source: str) -> dict[str, list[str]]:
         """{name: [digest, description, kind]} for each name the cell changed."""
-        from det_nb.check import _names_used
+        from det_nb.check import _names_used, _visible
         from det_nb.fingerprint import is_code
 
         shell, tracked = self.shell, self.tracked
-        hidden = shell.user_ns_hidden
-        now = {n: v for n, v in shell.user_ns.items()
-               if not _IGNORED.fullmatch(n) and not (n in hidden and hidden[n] is v)}
+        now = _visible(shell)  # the user's names, as %%det_check sees them
         watched = _names_used(shell, source)[1]  # None: the cell may change anything
         changes: dict[str, list[str]] = {}
         for name in tracked.keys() - now.keys():
