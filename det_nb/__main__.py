@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from det_nb import kernel
+from det_nb import command_line, kernel
 from det_nb.lineage import SCHEMES, validate_seed
 
 # Commands whose module parses its own arguments: name -> (module, one-line help). The
@@ -100,11 +100,25 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command; 0 on success, 1 when it fails, 2 on bad arguments."""
+    """Run the command; 0 on success, 1 when it fails, 2 on bad arguments.
+
+    Every command runs under :func:`det_nb.command_line.run`: Ctrl-C, SIGTERM and a
+    closed stdout end in one line (or none) and exit 130, 143 or 141.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in DELEGATED:
-        module = importlib.import_module(DELEGATED[argv[0]][0])
-        return module.main(argv[1:])
+        name = argv[0]
+
+        def delegated() -> int:
+            module = importlib.import_module(DELEGATED[name][0])
+            return module.main(argv[1:])
+
+        return command_line.run(f"python -m det_nb {name}", delegated)
+    return command_line.run("python -m det_nb kernel", lambda: _kernel_command(argv))
+
+
+def _kernel_command(argv: list[str]) -> int:
+    """``kernel install|list|uninstall``; argparse exits 2 on bad arguments."""
     parser, install_parser = _parsers()
     args = parser.parse_args(argv)
     if args.action == "install":

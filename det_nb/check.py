@@ -18,12 +18,11 @@ from __future__ import annotations
 import ast
 import html
 import re
+import sys
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from det_nb.fingerprint import (
     Fingerprint,
@@ -31,6 +30,7 @@ from det_nb.fingerprint import (
     Unfingerprintable,
     describe_difference,
     fingerprint,
+    is_code,
     snapshot,
 )
 from det_nb.lineage import validate_integer
@@ -41,9 +41,8 @@ _IGNORED = re.compile(r"_+|_i+|_i\d+|_\d+|_[ido]h|__\w+__|In|Out|exit|quit|get_i
 MAX_RUNS = 1000
 # What an absent name fingerprints as, so "defined in one run only" compares unequal.
 _ABSENT = Fingerprint(b"", "(not defined)")
-# Values whose in-place changes need no watching: immutable, or code rather than results.
-_INERT = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType,
-          types.MethodType, type(None), bool, int, float, complex, str, bytes, np.generic)
+# Values that cannot change in place (code, see is_code, needs no watching either).
+_IMMUTABLE = (type(None), bool, int, float, complex, str, bytes)
 _Fp = Fingerprint | Unfingerprintable
 
 
@@ -285,8 +284,7 @@ class _Tracker:
 
     def _watch(self, name: str, value: object) -> bool:
         """Should ``name`` be fingerprinted before a run, to see in-place changes?"""
-        # type(), not isinstance(): an object's own __class__ may raise.
-        if issubclass(type(value), _INERT) or type(value).__name__ == "EagerTensor":
+        if _inert(value):
             return False
         return self.watched is None or name in self.watched
 
@@ -312,6 +310,15 @@ class _Tracker:
             return (f"{name} existed before the cell, which uses or changes it, so each run"
                     " starts from what the previous run left")
         return ""
+
+
+def _inert(value: object) -> bool:
+    """Values whose in-place changes need no watching: immutable, or code, not results."""
+    kind = type(value)  # not isinstance(): an object's own __class__ may raise
+    if issubclass(kind, _IMMUTABLE) or kind.__name__ == "EagerTensor" or is_code(value):
+        return True
+    np = sys.modules.get("numpy")  # never imported here: a NumPy scalar means it is loaded
+    return np is not None and issubclass(kind, np.generic)
 
 
 def _visible(shell: Any) -> dict[str, object]:

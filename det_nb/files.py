@@ -6,6 +6,8 @@ a folder or something that is not a regular file (a FIFO, a device, a socket). S
 path is judged by ``os.stat`` and opened non-blocking, so a FIFO can never hang a read;
 a write goes to a temporary file in the same folder that is renamed over the target, so
 it replaces a regular file or nothing, and the temporary file is removed on any failure.
+The target is checked again at the moment of the rename: a path that became a symbolic
+link, or that is now one of the run's input files (the notebook), is refused then too.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import stat
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 #: Larger files are refused before they are read: records and state files are small.
 MAX_BYTES = 1_000_000
 #: Bytes a temporary file's name adds to the part of the target's name it keeps:
-#: mkstemp's "." + name + "." + 8 random characters + ".tmp".
+#: "." + name + "." + 8 random hex digits + ".tmp".
 _TEMPORARY_NAME_EXTRA = 14
 #: The longest file name, in bytes, where the file system does not say (POSIX's usual).
 _DEFAULT_NAME_MAX = 255
@@ -89,39 +92,139 @@ def writable_target(path: str | os.PathLike[str], what: str = "file") -> Path:
     return target
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes, what: str = "file") -> Path:
+def write_atomically(
+    path: str | os.PathLike[str],
+    data: bytes,
+    what: str = "file",
+    *,
+    refuse: Sequence[str | os.PathLike[str]] = (),
+    refused_as: str = "an input file",
+    follow_links: bool = True,
+) -> Path:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
 
-    Readers see the old file or the new one, never a part. ValueError (one line) when the
-    path cannot be written; the temporary file never outlives a failure.
+    Readers see the old file or the new one, never a part. The target's folder is opened
+    once and the temporary file made in it; just before the rename the final name is
+    checked again with ``lstat``: a symbolic link that appeared meanwhile, something that
+    is not a regular file, a folder that was moved, or one of the ``refuse`` files (the
+    user's inputs, called ``refused_as`` in the message, e.g. "the notebook"; links and
+    hard links count) is refused and nothing is written. A link at ``path`` when the call
+    starts is followed (its file is written), unless ``follow_links`` is False: then
+    ``path`` is one :func:`writable_target` resolved when the run began, and a link found
+    on it now appeared since. ValueError (one line); the temporary file never outlives a
+    failure.
     """
-    target = writable_target(path, what)
+    given = user_path(path, what)
+    if not follow_links:
+        _refuse_new_links(given)
+    target = writable_target(given, what)
     where = shown(target)
-    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
+    refused = [user_path(item, refused_as) for item in refuse]
+    _check_final_name(target, None, refused, refused_as)
     try:
-        handle, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{_temporary_stem(target)}.", suffix=".tmp"
-        )
+        folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as error:
         raise ValueError(f"cannot write {where}: {_reason(error)}") from None
     try:
         try:
-            _write_all(handle, data)
-            os.fsync(handle)
-        finally:
-            os.close(handle)
-        os.chmod(temporary, mode)
-        # Whatever is at the target now must still be a regular file (or nothing).
-        writable_target(target, what)
-        os.replace(temporary, target)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        if isinstance(error, OSError):
+            mode = stat.S_IMODE(os.stat(target.name, dir_fd=folder).st_mode)
+        except FileNotFoundError:
+            mode = 0o644
+        except OSError as error:
             raise ValueError(f"cannot write {where}: {_reason(error)}") from None
-        raise
-    _sync_folder(target.parent)
+        temporary, handle = _create_temporary(folder, target)
+        try:
+            try:
+                _write_all(handle, data)
+                os.fchmod(handle, mode)
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+            _check_final_name(target, folder, refused, refused_as)
+            os.replace(target.parent / temporary, target)
+        except BaseException as error:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=folder)
+            if isinstance(error, OSError):
+                raise ValueError(f"cannot write {where}: {_reason(error)}") from None
+            raise
+        _sync_folder(folder)
+    finally:
+        os.close(folder)
     return target
+
+
+def _refuse_new_links(path: Path) -> None:
+    """ValueError if ``path`` (resolved when it was checked) now passes through a link."""
+    absolute = Path(os.path.abspath(path))
+    if os.path.realpath(absolute) == str(absolute):
+        return
+    what = ("it became a symbolic link" if absolute.is_symlink()
+            else "a folder on its path became a symbolic link")
+    raise ValueError(f"cannot write {shown(absolute)}: {what} after det_nb checked it; "
+                     "nothing was written")
+
+
+def _check_final_name(target: Path, folder: int | None, refused: Sequence[Path],
+                      refused_as: str) -> None:
+    """ValueError unless ``target`` is still a regular file or nothing, and none of ``refused``.
+
+    With ``folder`` (the target's folder, opened before the temporary file was made) the
+    name is looked up in that very folder, and the folder must still be at its path.
+    """
+    where = shown(target)
+    try:
+        if folder is None:
+            now = os.lstat(target)
+        else:
+            now = os.stat(target.name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        now = None
+    if folder is not None:
+        try:
+            same_folder = os.path.samestat(os.fstat(folder), os.stat(target.parent))
+        except OSError:
+            same_folder = False
+        if not same_folder:
+            raise ValueError(f"cannot write {where}: its folder was moved or replaced while "
+                             "det_nb wrote it; nothing was written")
+    if now is not None and stat.S_ISLNK(now.st_mode):
+        raise ValueError(f"cannot write {where}: it became a symbolic link after det_nb "
+                         "checked it; nothing was written")
+    if now is not None and not stat.S_ISREG(now.st_mode):
+        kind = "a folder" if stat.S_ISDIR(now.st_mode) else _kind(now.st_mode)
+        raise ValueError(f"cannot write {where}: it is now {kind}, not a regular file; "
+                         "nothing was written")
+    for item in refused:
+        if _same_file(now, target, item):
+            became = "is now" if folder is not None else "is"
+            raise ValueError(f"cannot write {where}: it {became} {refused_as} {shown(item)}; "
+                             "nothing was written")
+
+
+def _same_file(now: os.stat_result | None, target: Path, other: Path) -> bool:
+    """Whether the file at ``target`` (``now``, its lstat) is ``other`` (links followed)."""
+    try:
+        theirs = os.stat(other)
+    except OSError:  # gone or unreadable: the same path is the same file
+        return os.path.realpath(other) == os.path.realpath(target)
+    return now is not None and os.path.samestat(now, theirs)
+
+
+def _create_temporary(folder: int, target: Path) -> tuple[str, int]:
+    """A new, private file in the open ``folder``: its name and a descriptor to write it."""
+    stem = _temporary_stem(target)
+    for _ in range(100):
+        name = f".{stem}.{secrets.token_hex(4)}.tmp"
+        try:
+            handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600, dir_fd=folder)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise ValueError(f"cannot write {shown(target)}: {_reason(error)}") from None
+        return name, handle
+    raise ValueError(f"cannot write {shown(target)}: no free temporary name in its folder")
 
 
 def _temporary_stem(target: Path) -> str:
@@ -242,18 +345,10 @@ def _read_at_most(handle: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _sync_folder(folder: Path) -> None:
-    """Make the rename durable; where a folder cannot be opened for it, the rename still stands."""
-    try:
-        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
+def _sync_folder(folder: int) -> None:
+    """Make the rename durable; where the file system cannot, the rename still stands."""
+    with contextlib.suppress(OSError):
+        os.fsync(folder)
 
 
 # -- JSON schemas (records and state metadata) -------------------------------------------

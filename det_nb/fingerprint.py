@@ -25,16 +25,19 @@ that exception as the reason, and is never raised to the caller.
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
 import xxhash
+
+if TYPE_CHECKING:  # NumPy is imported only where a NumPy value is met (see is_code)
+    import numpy as np
 
 # Non-contiguous arrays are copied to C order this many bytes at a time (fits in cache).
 _BLOCK_BYTES = 4 << 20
@@ -159,6 +162,38 @@ def describe_difference(
     return found or f"{name}: differs in a way no element shows (e.g. the type of a dict key)"
 
 
+# Types whose instances are code, not results: functions, methods, classes, modules.
+_CODE_TYPES = (
+    types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, type,
+    types.MethodWrapperType, types.WrapperDescriptorType, types.MethodDescriptorType,
+    types.ClassMethodDescriptorType, functools.partial, staticmethod, classmethod,
+)
+
+
+def is_code(value: object) -> bool:
+    """Whether ``value`` is code rather than a result: a function, builtin, method, class or
+    module, a NumPy ufunc, or a wrapper of one (``functools.wraps``, ``jax.jit``,
+    ``tf.function``: anything callable with code as its ``__wrapped__``).
+
+    ``%%det_check`` and the notebook runner neither compare such names nor list them as
+    unchecked: a cell that defines a function has produced no value. Never raises, and
+    never imports NumPy (an ufunc exists only once NumPy is loaded).
+    """
+    kind = type(value)  # not isinstance(): an object's own __class__ may raise
+    if issubclass(kind, _CODE_TYPES):
+        return True
+    np = sys.modules.get("numpy")
+    if np is not None and issubclass(kind, np.ufunc):
+        return True
+    if not callable(value):
+        return False
+    try:
+        wrapped = getattr(value, "__wrapped__", None)
+    except Exception:  # the object's own __getattr__ raised
+        return False
+    return wrapped is not None and wrapped is not value and issubclass(type(wrapped), _CODE_TYPES)
+
+
 # -- classification --------------------------------------------------------------------
 
 
@@ -193,15 +228,11 @@ def _classify(value: object) -> _View:
         return _View("scalar", type(value).__name__, value, _scalar_summary(value))
     if isinstance(value, Snapshot):
         return value.view
-    if isinstance(value, np.ma.MaskedArray):
-        parts = {"data": np.asarray(value.data), "mask": np.ma.getmaskarray(value)}
-        return _View("attrs", "MaskedArray", parts, _array_summary("MaskedArray", value))
-    if isinstance(value, np.ndarray):
-        if value.dtype.hasobject and value.dtype.fields is not None:
-            return _bad(value, "structured arrays with object fields are not supported")
-        return _View("array", "ndarray", value, _array_summary("ndarray", value))
-    if isinstance(value, np.generic):
-        return _View("array", "numpy scalar", np.asarray(value), f"numpy {value.dtype.name}")
+    np = sys.modules.get("numpy")  # never imported here: a NumPy value means it is loaded
+    if np is not None:
+        found = _numpy_view(np, value)
+        if found is not None:
+            return found
     if isinstance(value, (type(None), bool, int, float, complex, str, bytes)):
         return _View("scalar", type(value).__name__, value, _scalar_summary(value))
     if isinstance(value, bytearray):
@@ -222,12 +253,28 @@ def _classify(value: object) -> _View:
     return _framework_view(value)
 
 
+def _numpy_view(np: Any, value: object) -> _View | None:
+    """NumPy arrays, masked arrays and scalars, or None for anything else."""
+    if isinstance(value, np.ma.MaskedArray):
+        parts = {"data": np.asarray(value.data), "mask": np.ma.getmaskarray(value)}
+        return _View("attrs", "MaskedArray", parts, _array_summary("MaskedArray", value))
+    if isinstance(value, np.ndarray):
+        if value.dtype.hasobject and value.dtype.fields is not None:
+            return _bad(value, "structured arrays with object fields are not supported")
+        return _View("array", "ndarray", value, _array_summary("ndarray", value))
+    if isinstance(value, np.generic):
+        return _View("array", "numpy scalar", np.asarray(value), f"numpy {value.dtype.name}")
+    return None
+
+
 def _framework_view(value: object) -> _View:
     """TensorFlow, Keras and torch values, recognised without importing the framework."""
     kind = type(value).__name__
     keras = sys.modules.get("keras")
     tf = sys.modules.get("tensorflow")
     torch = sys.modules.get("torch")
+    if keras is not None or tf is not None or torch is not None:
+        import numpy as np  # each of these frameworks has imported NumPy already
     if keras is not None and isinstance(value, getattr(keras, "Variable", ())):
         return _tensor_view(value, "keras.Variable", lambda: np.asarray(value.numpy()))
     if tf is not None and isinstance(value, getattr(tf, "Variable", ())):
@@ -279,11 +326,12 @@ def _torch_array(tensor: Any) -> np.ndarray:
 
 def _rng_state(value: object) -> dict[str, object] | None:
     """The state of a NumPy or Python random generator, which decides its next draws."""
-    if isinstance(value, np.random.Generator):
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(value, np.random.Generator):
         return {"bit_generator.state": value.bit_generator.state}
-    if isinstance(value, np.random.BitGenerator):
+    if np is not None and isinstance(value, np.random.BitGenerator):
         return {"state": value.state}
-    if isinstance(value, np.random.RandomState):
+    if np is not None and isinstance(value, np.random.RandomState):
         return {"get_state()": value.get_state(legacy=False)}
     if isinstance(value, random.Random) and not isinstance(value, random.SystemRandom):
         return {"getstate()": value.getstate()}
@@ -436,6 +484,8 @@ class _Walk:
 
     def _feed_array(self, hasher: Any, array: np.ndarray, depth: int) -> None:
         """Hash dtype, shape and the elements in C order, without copying the whole array."""
+        import numpy as np  # loaded: an array was met
+
         _feed_bytes(hasher, str(array.dtype.descr if array.dtype.fields else array.dtype.str)
                     .encode())
         _feed_bytes(hasher, repr(tuple(array.shape)).encode())
@@ -478,6 +528,8 @@ def _copy_in_c_order(out: np.ndarray, block: np.ndarray) -> None:
     a plain copy reads one element per memory page; copying ``_TILE_COLUMNS`` columns at a
     time keeps the pages touched few enough for the TLB (about 3x faster).
     """
+    import numpy as np  # loaded: an array was met
+
     strides = [abs(s) for s, n in zip(block.strides, block.shape, strict=True) if n > 1]
     if block.ndim < 2 or not strides or abs(block.strides[-1]) == min(strides):
         np.copyto(out, block)
@@ -548,6 +600,8 @@ def _snapshot(value: object, depth: int, made: dict[int, tuple[object, Snapshot]
         raise ValueError(f"cannot snapshot {view.kind}")
     payload = view.payload
     if view.category == "array":
+        import numpy as np  # loaded: an array was met
+
         if payload.dtype.hasobject:
             copy = np.empty(payload.shape, dtype=object)
             for index in np.ndindex(payload.shape):
@@ -662,6 +716,8 @@ def _scalar_diff(a: Any, b: Any, path: str, labels: tuple[str, str]) -> str | No
 def _array_diff(
     va: _View, vb: _View, path: str, labels: tuple[str, str], depth: int, walk: _Walk
 ) -> str | None:
+    import numpy as np  # loaded: an array was met
+
     a, b = va.payload, vb.payload
     if a.dtype != b.dtype:
         return f"{path}: dtype {a.dtype.name} vs {b.dtype.name}"
@@ -711,6 +767,8 @@ def _array_diff(
 
 def _bits_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per element: do the bits differ? (The fingerprint's notion of equality.)"""
+    import numpy as np  # loaded: an array was met
+
     size = a.dtype.itemsize
     if size in (1, 2, 4, 8):
         return a.view(f"u{size}") != b.view(f"u{size}")
@@ -719,6 +777,8 @@ def _bits_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _abs_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """|a - b| exactly for integers and times, in float64 (or wider) for floats."""
+    import numpy as np  # loaded: an array was met
+
     kind = a.dtype.kind
     if kind in "mM":
         a, b, kind = a.view(np.int64), b.view(np.int64), "i"
@@ -735,13 +795,16 @@ def _abs_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
 
 def _unit(dtype: np.dtype) -> str:
     if dtype.kind in "mM":
+        import numpy as np  # loaded: an array was met
+
         unit, count = np.datetime_data(dtype)
         return f" x {count}{unit}" if count != 1 else f" {unit}"
     return ""
 
 
 def _number(x: object) -> str:
-    if isinstance(x, (int, np.integer)):
+    np = sys.modules.get("numpy")
+    if isinstance(x, int) or (np is not None and isinstance(x, np.integer)):
         x = int(x)
         return str(x) if x.bit_length() < 10_000 else f"about 2**{x.bit_length() - 1}"
     return f"{float(x):.6g}"

@@ -2,7 +2,8 @@
 
 Each ``.ipynb`` file pytest is given (or finds in a folder it is given) becomes one test
 that runs the notebook in fresh kernels as ``python -m det_nb verify`` does and fails with
-the same report when the runs part or a cell fails. It sits beside ``--nbval``, which
+the same report when the runs part, a cell fails, or a value could not be compared (not
+proven; ``--det-verify-allow-unchecked`` accepts that). It sits beside ``--nbval``, which
 compares outputs with stored ones: this compares fresh runs with each other, value by
 value, and names the first cell and variable where they part.
 """
@@ -15,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from det_nb.verify import MAX_RUNS, VARIATIONS, verify_notebook
+from det_nb.notebook_runner import BUILT_IN, Sanitizer, load_sanitize_file
+from det_nb.verify import MAX_RUNS, VARIATIONS, check_cpus_for, exit_status, verify_notebook
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,6 +32,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="change between runs: threads, hashseed or cpu (repeatable)")
     group.addoption("--det-verify-timeout", type=float, default=600.0, metavar="S",
                     help="seconds one cell may run (default 600)")
+    group.addoption("--det-verify-allow-unchecked", action="store_true", default=False,
+                    help="pass a notebook whose compared values are all equal though some "
+                    "could not be compared (not proven)")
+    group.addoption("--det-verify-allow-errors", action="store_true", default=False,
+                    help="go on past a cell that raises and compare its error between runs")
+    group.addoption("--det-verify-sanitize", metavar="FILE", default=None,
+                    help="more output text to replace before comparing ('regex:' and "
+                    "'replace:' lines, as nbval's sanitize files)")
+
+
+_SANITIZER = pytest.StashKey[Sanitizer]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,6 +59,12 @@ def pytest_configure(config: pytest.Config) -> None:
     vary = config.getoption("det_verify_vary")
     if len(set(vary)) != len(vary):
         raise pytest.UsageError("give each --det-verify-vary condition once")
+    sanitize = config.getoption("det_verify_sanitize")
+    try:
+        check_cpus_for(vary)
+        config.stash[_SANITIZER] = BUILT_IN if sanitize is None else load_sanitize_file(sanitize)
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -64,14 +83,15 @@ class NotebookFile(pytest.File):
 
 
 class VerifyFailed(Exception):
-    """The notebook's runs parted or it failed to run; the message is the report."""
+    """The notebook's runs parted, it failed to run, or it is not proven; the message is
+    the report."""
 
 
 class VerifyItem(pytest.Item):
     """Runs the notebook in fresh kernels and compares the runs."""
 
     def runtest(self) -> None:
-        """Fail with verify's report unless the runs are identical."""
+        """Fail with verify's report unless verify would exit 0."""
         config = self.config
         try:
             verdict = verify_notebook(
@@ -79,10 +99,12 @@ class VerifyItem(pytest.Item):
                 vary=config.getoption("det_verify_vary"),
                 timeout=config.getoption("det_verify_timeout"),
                 label=self.nodeid.split("::")[0],
+                allow_errors=config.getoption("det_verify_allow_errors"),
+                sanitizer=config.stash[_SANITIZER],
             )
         except ValueError as error:  # not a readable notebook
             raise VerifyFailed(str(error)) from None
-        if verdict.status != "identical":
+        if exit_status([verdict], config.getoption("det_verify_allow_unchecked")) != 0:
             raise VerifyFailed(verdict.text())
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:

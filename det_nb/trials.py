@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from det_nb.command_line import Terminated
 from det_nb.cpu_kernels import pin_environment
 from det_nb.files import read_limited, writable_target, write_atomically
 from det_nb.lineage import SCHEMES, Lineage, validate_integer, validate_scheme, validate_seed
@@ -767,14 +768,15 @@ def main(argv: list[str]) -> int:
             timeout=args.timeout, connect_timeout=args.connect_timeout,
             progress=lambda line: print(line, flush=True),
         )
+    except BrokenPipeError:
+        raise  # stdout closed by its reader: the command-line guard ends quietly
     except (ValueError, OSError, ImportError) as error:
         print(f"{parser.prog}: error: {_first_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        where = "the scheduler keeps its workers" if args.scheduler else (
-            "the cluster it started is stopped")
-        print(f"{parser.prog}: interrupted; {where}", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as stop:  # the guard prints the line
+        stop.add_note("the scheduler keeps its workers" if args.scheduler else
+                      "the cluster it started is stopped")
+        raise
     print()
     print(result.summary(minimize=args.minimize, maximize=args.maximize), flush=True)
     if args.out is not None:  # after the table, so a failed write loses no results
@@ -792,6 +794,7 @@ def _split(text: str) -> list[str]:
 
 if __name__ == "__main__":
     # Through the imported module, so that tasks pickle as det_nb.trials.*, not __main__.*.
+    from det_nb.command_line import run as _guarded
     from det_nb.trials import main as _main
 
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(_guarded("python -m det_nb trials", lambda: _main(sys.argv[1:])))

@@ -1,15 +1,22 @@
 """``python -m det_nb verify``: prove notebooks reproducible by running them in fresh kernels.
 
 Each notebook runs N times (default 2), its kernels alive together and taking turns cell
-by cell, with det_nb fingerprinting every name a cell assigned or changed (see
-:mod:`det_nb.notebook_runner`). The report names the first code cell where the runs part,
-every name that differs there and how, how many later cells differ in consequence, and
-what differed between the runs' environments. ``--vary`` changes, between runs, a
-condition that must not matter (set at kernel start); ``--against`` compares fresh runs
-with a JSON report written by ``--json``, on this machine or another.
+by cell, with det_nb fingerprinting every name a cell assigned or changed and hashing its
+outputs as a reader sees them (see :mod:`det_nb.notebook_runner`). The report names the
+first code cell where the runs part, every name that differs there and how (or, where only
+printed output differs, its first differing line), how many later cells differ, and what
+differed between the runs' environments. ``--vary`` changes, between runs, a condition
+that must not matter (set at kernel start); ``--against`` compares fresh runs with a JSON
+report written by ``--json``, on this machine or another.
+
+The verdict rules are ``%%det_check``'s: code a cell defines (functions, classes,
+modules) is not a result and is neither compared nor listed; "identical" means every
+value was compared and equal; a value that could not be compared makes the verdict
+"not proven", naming the value, its type and why.
 
 Exit status: 0 all identical, 1 some notebook's runs parted, 2 bad input or a notebook
-that failed to run.
+that failed to run, 3 not proven (some value could not be compared; 0 with
+``--allow-unchecked``).
 """
 
 from __future__ import annotations
@@ -26,34 +33,59 @@ from typing import Any
 
 from det_nb import notebook_runner
 from det_nb.cpu_kernels import EMULATED
-from det_nb.notebook_runner import CellResult, KernelRun, NameFingerprint
+from det_nb.files import printable
+from det_nb.notebook_runner import BUILT_IN, CellResult, KernelRun, NameFingerprint, Sanitizer
+from det_nb.notebook_runner.outputs import first_differing_line
+from det_nb.notebook_runner.snapshots import load_values
 
 PROG = "python -m det_nb verify"
 FORMAT = "det_nb-verify"
 #: The report format this det_nb writes and the only one it reads.
-VERSION = 1
+VERSION = 2
 #: The runs' kernels are alive together (side by side), so their number is bounded.
 MAX_RUNS = 16
 #: A stored report larger than this is refused before it is read (reports hold digests
 #: and run records, a few kB per cell).
 MAX_REPORT_BYTES = 64 << 20
+#: Exit statuses.
+IDENTICAL, PARTED, FAILED, NOT_PROVEN = 0, 1, 2, 3
+#: Longest output line shown in a report.
+_SHOWN_LINE = 160
 
-#: Conditions ``--vary`` changes between runs: run i gets values[i % len(values)], set in
-#: the kernel's environment at start. Thread counts 1 and 8: on a 2-core machine a
-#: 4M-element tf.reduce_sum gave the same float with 1, 2 or 4 intra-op threads and a
-#: different one with 8 (measured).
-VARIATIONS: dict[str, tuple[dict[str, str], ...]] = {
-    "threads": tuple(
-        {"TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": n,
-         "OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}
-        for n in ("1", "8")
-    ),
-    "hashseed": ({"PYTHONHASHSEED": "1"}, {"PYTHONHASHSEED": "2"}),
+
+@dataclass(frozen=True)
+class Variation:
+    """One run's side of a ``--vary`` condition: variables at kernel start, and CPUs.
+
+    ``cpus``: "one" runs the kernel on one CPU, "all" on every CPU this process may use
+    (OpenBLAS, OpenMP and torch size their thread pools from that); None leaves it.
+    """
+
+    env: tuple[tuple[str, str], ...] = ()
+    cpus: str | None = None
+
+
+#: Conditions ``--vary`` changes between runs: run i gets values[i % len(values)].
+VARIATIONS: dict[str, tuple[Variation, ...]] = {
+    # Another core count, emulated through the kernel's CPU affinity. Thread variables
+    # would not do: they are machine defaults, which det_nb's own thread setting overrides.
+    "threads": (Variation(cpus="one"), Variation(cpus="all")),
+    "hashseed": (Variation((("PYTHONHASHSEED", "1"),)), Variation((("PYTHONHASHSEED", "2"),))),
     # Another CPU generation, emulated: OpenBLAS's Prescott kernels instead of those it
     # picks for this CPU. Marked as emulation, so det_nb's portable pin overrides it as it
     # overrides a CPU's own choice.
-    "cpu": ({}, {"OPENBLAS_CORETYPE": "Prescott", EMULATED: "OPENBLAS_CORETYPE"}),
+    "cpu": (Variation(), Variation((("OPENBLAS_CORETYPE", "Prescott"),
+                                     (EMULATED, "OPENBLAS_CORETYPE")))),
 }
+
+
+@dataclass(frozen=True)
+class RunConditions:
+    """What ``--vary`` sets for one run: kernel variables, CPUs, and how the report says it."""
+
+    env: dict[str, str]
+    cpus: frozenset[int] | None
+    shown: dict[str, str]  # e.g. {"PYTHONHASHSEED": "1"}, {"CPU affinity": "1 CPU"}
 
 
 class UsageError(Exception):
@@ -77,6 +109,15 @@ class RunData:
     values: dict[str, object] | None = None  # snapshots of the differing names, if read
 
 
+@dataclass(frozen=True)
+class NotCompared:
+    """A value some cell produced that could not be compared, and why."""
+
+    cell: int
+    name: str
+    description: str  # "TypeName: why"
+
+
 @dataclass
 class Parting:
     """Where a run first differs from the reference run."""
@@ -85,6 +126,7 @@ class Parting:
     other: RunData
     names: dict[str, str]  # name -> what differs
     outputs_differ: bool
+    theirs: CellResult | None = None  # the other run's cell
     later: list[int] = field(default_factory=list)  # later cells that differ too
 
 
@@ -96,91 +138,176 @@ class NotebookVerdict:
     runs: list[RunData]
     parting: Parting | None = None
     error: str | None = None  # a run failed to execute
+    not_compared: list[NotCompared] = field(default_factory=list)
+    repairs: tuple[str, ...] = ()  # schema repairs made to the copy that ran
+    values_differ: bool = False  # some cell's values differ (not only outputs)
 
     @property
     def status(self) -> str:
-        """"failed", "parted" or "identical"."""
-        return "failed" if self.error else "parted" if self.parting else "identical"
+        """"failed", "parted", "not proven" or "identical"."""
+        if self.error:
+            return "failed"
+        if self.parting:
+            return "parted"
+        return "not proven" if self.not_compared else "identical"
 
     def text(self) -> str:
-        """The report: one line when identical (and nothing to note); free of temp paths."""
-        runs = self.runs
+        """The report; one line when identical with nothing to note; free of temp paths.
+
+        Names, paths and text read from the notebook are escaped (a newline in a path
+        never splits a report line).
+        """
+        path = printable(self.path)
         if self.error is not None:
-            return f"{self.path}: could not run: {self.error}"
-        if self.parting is None:
-            cells, names = _counts(runs)
-            line = (f"{self.path}: identical across {_run_count(runs)} "
-                    f"({cells} cells, {names} names compared)")
-            lineage = (runs[0].record or {}).get("lineage", {})
+            lines = [f"{path}: could not run: {printable(self.error)}"]
+        elif self.parting is not None:
+            lines = self._parted_lines(path)
+        else:
+            lines = [self._headline(path)]
+            lines += self._not_compared_lines("not compared")
+            lineage = (self.runs[0].record or {}).get("lineage", {})
             if lineage.get("experiment_seed_origin") == "assigned":
-                line += (f"\n  note: det_nb assigned experiment seed {lineage['experiment_seed']}"
-                         " from the clock, and runs started together got the same one; a"
-                         " later run gets another: give the seed in %det_seed")
-            return line
-        parting, reference = self.parting, runs[0]
+                lines.append(f"  note: det_nb assigned experiment seed "
+                             f"{lineage['experiment_seed']} from the clock, and runs started "
+                             "together got the same one; a later run gets another: give the "
+                             "seed in %det_seed")
+        lines += [f"  note: repaired in the copy that ran: {printable(repair)}"
+                  for repair in self.repairs]
+        return "\n".join(lines)
+
+    def _headline(self, path: str) -> str:
+        cells, names, errors = _counts(self.runs)
+        compared = f"{names} names" + (f" and {errors} error{'s' * (errors != 1)}"
+                                       if errors else "")
+        runs = _run_count(self.runs)
+        if not self.not_compared:
+            return f"{path}: identical across {runs} ({cells} cells, {compared} compared)"
+        count = len(self.not_compared)
+        return (f"{path}: not proven across {runs}: {count} value{'s' * (count != 1)} could "
+                f"not be compared ({cells} cells, {compared} compared and equal)")
+
+    def _not_compared_lines(self, title: str) -> list[str]:
+        if not self.not_compared:
+            return []
+        return [f"  {title}:", *(
+            f"    cell {item.cell}: {printable(item.name)}: {printable(item.description)}"
+            for item in self.not_compared)]
+
+    def _parted_lines(self, path: str) -> list[str]:
+        parting, reference = self.parting, self.runs[0]
+        assert parting is not None
         cell = parting.cell
-        lines = [f"{self.path}: runs parted at cell {cell.index}: {cell.first_line}",
+        lines = [f"{path}: runs parted at cell {cell.index}: {printable(cell.first_line)}",
                  f"  {reference.label} vs {parting.other.label}:"]
-        lines += [f"    {detail}" for _, detail in sorted(parting.names.items())]
+        lines += [f"    {printable(detail)}" for _, detail in sorted(parting.names.items())]
+        theirs = parting.theirs
+        if theirs is not None and cell.error != theirs.error:
+            lines.append(f"    error: {_error_shown(cell.error)} in {reference.label}, "
+                         f"{_error_shown(theirs.error)} in {parting.other.label}")
         if parting.outputs_differ:
-            lines.append("    the cell's outputs differ")
+            lines += self._output_lines(parting)
         if parting.later:
             shown = ", ".join(str(k) for k in parting.later[:10])
             more = ", ..." if len(parting.later) > 10 else ""
             word = "cell" if len(parting.later) == 1 else "cells"
-            lines.append(f"  later cells that differ as a consequence: {len(parting.later)} "
+            how = "as a consequence" if parting.names else "too"
+            lines.append(f"  later cells that differ {how}: {len(parting.later)} "
                          f"({word} {shown}{more})")
+        lines += self._not_compared_lines("also not compared")
         differences = environment_differences(reference, parting.other)
         if differences:
             lines.append("  what differed between the runs (likely causes):")
-            lines += [f"    {line}" for line in differences]
+            lines += [f"    {printable(line)}" for line in differences]
         if reference.status_warnings:
             lines.append(f"  det_nb warnings in {reference.label}:")
-            lines += [f"    {warning}" for warning in reference.status_warnings]
-        return "\n".join(lines)
+            lines += [f"    {printable(warning)}" for warning in reference.status_warnings]
+        return lines
+
+    def _output_lines(self, parting: Parting) -> list[str]:
+        """What differs in the parting cell's outputs: its first differing line if known."""
+        mine, theirs = parting.cell, parting.theirs
+        error_differs = theirs is not None and mine.error != theirs.error
+        if parting.names or error_differs:
+            lines = ["    the cell's outputs differ"]
+        elif self.values_differ:
+            lines = ["    only the printed output differs here; values differ in later cells"]
+        else:
+            lines = ["    only the printed output differs; every value is equal"]
+        if theirs is None or mine.outputs_text is None or theirs.outputs_text is None:
+            return lines
+        found = first_differing_line(mine.outputs_text, theirs.outputs_text)
+        if found is None:
+            return lines
+        number, a, b = found
+        labels = (self.runs[0].label, parting.other.label)
+        lines.append(f"    first differing output line (line {number}):")
+        lines += [f"      {label}: {_line_shown(line)}" for label, line in zip(labels, (a, b),
+                                                                               strict=True)]
+        return lines
 
 
-def compare_runs(path: str, runs: list[RunData]) -> NotebookVerdict:
+def compare_runs(path: str, runs: list[RunData], repairs: Sequence[str] = ()) -> NotebookVerdict:
     """Compare every run with the first, cell by cell; find the first parting."""
     failed = next((run for run in runs if run.error is not None), None)
     if failed is not None:
-        return NotebookVerdict(path, runs, error=f"{failed.label}: {failed.error}")
+        return NotebookVerdict(path, runs, error=f"{failed.label}: {failed.error}",
+                               repairs=tuple(repairs))
     reference = runs[0]
-    verdict = NotebookVerdict(path, runs)
+    verdict = NotebookVerdict(path, runs, repairs=tuple(repairs),
+                              not_compared=not_compared(runs))
     for other in runs[1:]:
         if len(other.cells) != len(reference.cells):
             verdict.error = (f"{reference.label} has {len(reference.cells)} code cells, "
                              f"{other.label} {len(other.cells)}: not the same notebook")
             return verdict
-        for position, (mine, theirs) in enumerate(zip(reference.cells, other.cells, strict=True)):
-            names = differing_names(mine, theirs)
-            outputs = mine.outputs_digest != theirs.outputs_digest
-            if not names and not outputs:
+        pairs = list(zip(reference.cells, other.cells, strict=True))
+        verdict.values_differ |= any(differing_names(a, b) for a, b in pairs)
+        for position, (mine, theirs) in enumerate(pairs):
+            if not cells_differ(mine, theirs):
                 continue
             if verdict.parting is None or mine.index < verdict.parting.cell.index:
-                verdict.parting = Parting(mine, other, names, outputs)
-                verdict.parting.later = [
-                    later.index for later, theirs_later in
-                    zip(reference.cells[position + 1:], other.cells[position + 1:], strict=True)
-                    if differing_names(later, theirs_later)
-                    or later.outputs_digest != theirs_later.outputs_digest
-                ]
+                verdict.parting = Parting(mine, other, differing_names(mine, theirs),
+                                          mine.outputs_digest != theirs.outputs_digest, theirs)
+                verdict.parting.later = [later.index for later, theirs_later in
+                                         pairs[position + 1:]
+                                         if cells_differ(later, theirs_later)]
             break
     return verdict
 
 
+def cells_differ(mine: CellResult, theirs: CellResult) -> bool:
+    """Whether two runs of one cell differ: a value, the error, or the outputs."""
+    return bool(differing_names(mine, theirs) or mine.error != theirs.error
+                or mine.outputs_digest != theirs.outputs_digest)
+
+
 def differing_names(mine: CellResult, theirs: CellResult) -> dict[str, str]:
-    """Names whose fingerprints differ between two runs of one cell (unchecked ones skip)."""
+    """Names whose fingerprints differ between two runs of one cell.
+
+    A name that could be compared in neither run is not listed here: it is neither equal
+    nor different, and :func:`not_compared` names it.
+    """
     found = {}
     for name in sorted(mine.names.keys() | theirs.names.keys()):
         a, b = mine.names.get(name), theirs.names.get(name)
         if a is not None and b is not None:
-            if "unchecked" in (a.kind, b.kind) and a.kind == b.kind:
+            if a.kind == b.kind == "unchecked":
                 continue
             if (a.kind, a.digest, a.description) == (b.kind, b.digest, b.description):
                 continue
         found[name] = _brief(name, a, b)
     return found
+
+
+def not_compared(runs: Sequence[RunData]) -> list[NotCompared]:
+    """Every (cell, name) whose value some run could not fingerprint, in cell order."""
+    found: dict[tuple[int, str], NotCompared] = {}
+    for run in runs:
+        for cell in run.cells:
+            for name, print_ in cell.names.items():
+                if print_.kind == "unchecked" and (cell.index, name) not in found:
+                    found[cell.index, name] = NotCompared(cell.index, name, print_.description)
+    return [found[key] for key in sorted(found)]
 
 
 def _brief(name: str, a: NameFingerprint | None, b: NameFingerprint | None) -> str:
@@ -190,6 +317,18 @@ def _brief(name: str, a: NameFingerprint | None, b: NameFingerprint | None) -> s
     if a.description != b.description:
         return f"{name}: {a.description} vs {b.description}"
     return f"{name}: {a.description}: different values"
+
+
+def _error_shown(error: str | None) -> str:
+    return "no error" if error is None else _line_shown(error)
+
+
+def _line_shown(line: str | None) -> str:
+    """An output line for the report: escaped, quoted, cut at a readable length."""
+    if line is None:
+        return "(no such line)"
+    text = printable(line)
+    return repr(text if len(text) <= _SHOWN_LINE else text[:_SHOWN_LINE] + "...")
 
 
 def environment_differences(first: RunData, second: RunData) -> list[str]:
@@ -231,11 +370,13 @@ def _shown(value: object) -> str:
     return "unset" if value is None else repr(value)
 
 
-def _counts(runs: list[RunData]) -> tuple[int, int]:
-    """(code cells, names compared: a name counts once per cell it was compared in)."""
+def _counts(runs: list[RunData]) -> tuple[int, int, int]:
+    """(code cells, names compared, errors compared) in the first run; a name counts
+    once per cell it was compared in."""
     cells = runs[0].cells
     names = sum(1 for cell in cells for fp in cell.names.values() if fp.kind == "value")
-    return len(cells), names
+    errors = sum(cell.error is not None for cell in cells)
+    return len(cells), names, errors
 
 
 def _run_count(runs: list[RunData]) -> str:
@@ -249,19 +390,46 @@ def _run_count(runs: list[RunData]) -> str:
 # -- running ---------------------------------------------------------------------------
 
 
-def variation_env(conditions: Sequence[str], run: int) -> dict[str, str]:
-    """The environment that ``--vary`` gives run ``run`` (0-based)."""
+def run_conditions(conditions: Sequence[str], run: int,
+                   usable: frozenset[int] | None = None) -> RunConditions:
+    """What ``--vary`` gives run ``run`` (0-based); ``usable``: this process's CPUs."""
     env: dict[str, str] = {}
+    cpus: frozenset[int] | None = None
+    shown: dict[str, str] = {}
     for condition in conditions:
         values = VARIATIONS[condition]
-        env.update(values[run % len(values)])
-    return env
+        variation = values[run % len(values)]
+        env.update(variation.env)
+        shown.update(variation.env)
+        if variation.cpus is not None:
+            if usable is None:
+                raise ValueError(f"--vary {condition} needs the CPUs this process may use")
+            cpus = frozenset({min(usable)}) if variation.cpus == "one" else usable
+            shown["CPU affinity"] = f"{len(cpus)} CPU{'s' * (len(cpus) != 1)}"
+    return RunConditions(env, cpus, shown)
+
+
+def check_cpus_for(vary: Sequence[str]) -> frozenset[int] | None:
+    """The CPUs ``--vary`` may spread kernels over, or None when no condition needs them;
+    ValueError (one line) where another core count cannot be emulated here."""
+    needing = [name for name in vary if any(v.cpus for v in VARIATIONS.get(name, ()))]
+    if not needing:
+        return None
+    from det_nb.notebook_runner.cpu_affinity import usable_cpus
+
+    usable = usable_cpus()
+    if len(usable) < 2:
+        raise ValueError(f"--vary {needing[0]} runs one kernel on 1 CPU and one on all CPUs "
+                         "this process may use, and it may use only 1: run it where 2 or "
+                         "more CPUs are available")
+    return usable
 
 
 async def _run_in_lockstep(
-    path: str, notebook: Any, envs: list[dict[str, str]], timeout: float, folder: str,
+    path: str, notebook: Any, conditions: list[RunConditions], timeout: float, folder: str,
+    allow_errors: bool, sanitizer: Sanitizer,
 ) -> list[RunData]:
-    """Run the notebook once per env, all kernels alive together, a cell at a time.
+    """Run the notebook once per conditions, all kernels alive together, a cell at a time.
 
     The kernels start side by side but take turns on each cell: run side by side, two
     kernels doing BLAS work on 2 cores took 5.7 s where taking turns took 1.3 s (each
@@ -271,7 +439,9 @@ async def _run_in_lockstep(
     kernels write snapshots of the differing names, so the report can say exactly what
     differs (the values are gone by the end of the notebook).
     """
-    kernels = [KernelRun(path, notebook, env=env, timeout=timeout) for env in envs]
+    kernels = [KernelRun(path, notebook, env=condition.env, timeout=timeout, cpus=condition.cpus,
+                         allow_errors=allow_errors, sanitizer=sanitizer)
+               for condition in conditions]
     labels = [f"run {i + 1}" for i in range(len(kernels))]
     values: list[dict[str, object] | None] = [None] * len(kernels)
     try:
@@ -287,10 +457,11 @@ async def _run_in_lockstep(
     finally:
         await asyncio.gather(*(kernel.stop() for kernel in kernels), return_exceptions=True)
     runs = []
-    for label, env, kernel, snapshot in zip(labels, envs, kernels, values, strict=True):
+    for label, condition, kernel, snapshot in zip(labels, conditions, kernels, values,
+                                                  strict=True):
         result = kernel.result()
-        runs.append(RunData(label, env, result.cells, result.environment, result.record,
-                            result.status_warnings, result.error, snapshot))
+        runs.append(RunData(label, condition.shown, result.cells, result.environment,
+                            result.record, result.status_warnings, result.error, snapshot))
     return runs
 
 
@@ -312,8 +483,8 @@ async def _dump_first_difference(
                                  kernels[index].dump_values(names, files[1]))
         except RuntimeError:  # the values could not be written: fingerprints only
             return True
-        values[0] = notebook_runner.load_values(files[0])
-        values[index] = notebook_runner.load_values(files[1])
+        values[0] = load_values(files[0])
+        values[index] = load_values(files[1])
         return True
     return False
 
@@ -340,25 +511,40 @@ def describe(verdict: NotebookVerdict) -> None:
 
 def verify_notebook(
     path: str, *, runs: int, vary: Sequence[str], timeout: float,
-    stored: RunData | None = None, label: str | None = None,
+    stored: RunData | None = None, label: str | None = None, allow_errors: bool = False,
+    sanitizer: Sanitizer = BUILT_IN,
 ) -> NotebookVerdict:
     """Run and compare one notebook, named ``label`` (default: ``path``) in the report.
 
-    ValueError if it is not a readable notebook.
+    ValueError (one line) if it is not a readable notebook, or ``vary`` asks for another
+    core count where none can be emulated.
     """
-    notebook = notebook_runner.load_notebook(path)
-    envs = [variation_env(vary, run) for run in range(runs)]
+    loaded = notebook_runner.load_notebook(path)
+    usable = check_cpus_for(vary)
+    conditions = [run_conditions(vary, run, usable) for run in range(runs)]
     with tempfile.TemporaryDirectory(prefix="det_nb-verify-") as folder:
-        fresh = notebook_runner.run_sync(
-            _run_in_lockstep(path, notebook, envs, timeout, folder)
-        )
+        fresh = notebook_runner.run_sync(_run_in_lockstep(
+            path, loaded.node, conditions, timeout, folder, allow_errors, sanitizer))
     if stored is not None:
         for run in fresh:
             run.label = f"fresh {run.label}"
         fresh.insert(0, stored)
-    verdict = compare_runs(label or path, fresh)
+    verdict = compare_runs(label or path, fresh, loaded.repairs)
     describe(verdict)
     return verdict
+
+
+def exit_status(verdicts: Sequence[NotebookVerdict], allow_unchecked: bool = False) -> int:
+    """2 if a notebook failed, else 1 if one parted, else 3 if one is not proven (0 when
+    ``allow_unchecked``), else 0."""
+    statuses = {verdict.status for verdict in verdicts}
+    if "failed" in statuses:
+        return FAILED
+    if "parted" in statuses:
+        return PARTED
+    if "not proven" in statuses and not allow_unchecked:
+        return NOT_PROVEN
+    return IDENTICAL
 
 
 # -- JSON reports ----------------------------------------------------------------------
@@ -374,6 +560,10 @@ def to_json(verdicts: list[NotebookVerdict]) -> dict[str, Any]:
                 "path": verdict.path,
                 "verdict": verdict.status,
                 "first_parting_cell": verdict.parting.cell.index if verdict.parting else None,
+                "not_compared": [{"cell": item.cell, "name": item.name,
+                                  "description": item.description}
+                                 for item in verdict.not_compared],
+                "repairs": list(verdict.repairs),
                 "report": verdict.text(),
                 "runs": [_run_json(run) for run in verdict.runs],
             }
@@ -412,7 +602,8 @@ def _report_schema() -> dict[str, object]:
     run = {"label": str, "varied": MapOf(str), "error": (str, None), "record": (dict, None),
            "environment": dict, "status_warnings": [str], "cells": [cell]}
     notebook = {"path": str, "verdict": str, "first_parting_cell": (int, None),
-                "report": str, "runs": [run]}
+                "not_compared": [{"cell": int, "name": str, "description": str}],
+                "repairs": [str], "report": str, "runs": [run]}
     return {"format": str, "version": int, "notebooks": [notebook]}
 
 
@@ -477,20 +668,30 @@ def parser() -> argparse.ArgumentParser:
     command = _Parser(prog=PROG, allow_abbrev=False, description=(
         "Prove notebooks reproducible: run each in fresh kernels and name the first cell "
         "and the names where two runs part. Exit status: 0 identical, 1 parted, 2 bad "
-        "input or a notebook that failed to run."))
+        "input or a notebook that failed to run, 3 not proven (a value could not be "
+        "compared)."))
     command.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help=".ipynb files")
     command.add_argument("--runs", "-n", type=_runs, default=None, metavar="N",
                          help="fresh runs per notebook (default 2; 1 with --against)")
     command.add_argument("--vary", action="append", default=[], choices=sorted(VARIATIONS),
                          metavar="CONDITION",
-                         help="change between runs, at kernel start: threads (TF/BLAS 1 vs "
-                         "8), hashseed (PYTHONHASHSEED 1 vs 2), cpu (OpenBLAS Prescott "
-                         "kernels in run 2); repeatable")
+                         help="change between runs, at kernel start: threads (the kernel on "
+                         "1 CPU, then on all: another core count), hashseed (PYTHONHASHSEED "
+                         "1 vs 2), cpu (OpenBLAS Prescott kernels in run 2); repeatable")
     command.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     command.add_argument("--against", metavar="REPORT",
                          help="compare fresh runs with the first run stored in a --json report")
     command.add_argument("--timeout", type=_seconds, default=600.0, metavar="S",
                          help="seconds one cell may run (default 600)")
+    command.add_argument("--allow-unchecked", action="store_true",
+                         help="exit 0, not 3, when every compared value is equal but some "
+                         "could not be compared (the report still says not proven)")
+    command.add_argument("--allow-errors", action="store_true",
+                         help="go on past a cell that raises, and compare its error (type "
+                         "and message) between the runs")
+    command.add_argument("--sanitize", metavar="FILE",
+                         help="more output text to replace before comparing: 'regex:' and "
+                         "'replace:' lines, as nbval's sanitize files")
     return command
 
 
@@ -513,16 +714,30 @@ def _seconds(text: str) -> float:
     return seconds
 
 
-def check_arguments(args: argparse.Namespace) -> tuple[int, dict[str, RunData] | None]:
-    """Validate everything before any kernel starts: (runs, stored runs or None)."""
+@dataclass(frozen=True)
+class _Checked:
+    """The command line, validated: what each notebook's verification needs."""
+
+    runs: int
+    stored: dict[str, RunData] | None
+    sanitizer: Sanitizer
+    json_target: Path | None  # --json, resolved (links followed) before anything ran
+
+
+def check_arguments(args: argparse.Namespace) -> _Checked:
+    """Validate everything before any kernel starts."""
     for path in args.notebooks:
         notebook_runner.load_notebook(path)
     if len(set(args.vary)) != len(args.vary):
         raise ValueError("give each --vary condition once")
+    check_cpus_for(args.vary)
+    sanitizer = (BUILT_IN if args.sanitize is None
+                 else notebook_runner.load_sanitize_file(args.sanitize))
+    json_target = None
     if args.json is not None:
         from det_nb.files import writable_target
 
-        writable_target(args.json, "--json report")
+        json_target = writable_target(args.json, "--json report")
         notebook_runner.refuse_notebook_target(args.json, args.notebooks, "--json")
     stored = None
     if args.against is not None:
@@ -532,7 +747,7 @@ def check_arguments(args: argparse.Namespace) -> tuple[int, dict[str, RunData] |
     if stored is None and runs < 2:
         raise ValueError(f"--runs must be at least 2 to compare runs, got {runs} "
                          "(or give --against REPORT)")
-    return runs, stored
+    return _Checked(runs, stored, sanitizer, json_target)
 
 
 def main(argv: list[str]) -> int:
@@ -541,32 +756,49 @@ def main(argv: list[str]) -> int:
         command = parser()
         notebook_runner.refuse_repeated_options(command, argv)
         args = command.parse_args(argv)
-        runs, stored = check_arguments(args)
+        checked = check_arguments(args)
     except (UsageError, ValueError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+        print(f"{PROG}: error: {printable(str(error))}", file=sys.stderr)
+        return FAILED
     verdicts = []
-    for path in args.notebooks:
-        verdict = verify_notebook(
-            path, runs=runs, vary=args.vary, timeout=args.timeout,
-            stored=stored[path] if stored else None,
-        )
-        print(verdict.text(), flush=True)
-        verdicts.append(verdict)
-    if args.json is not None:
+    try:
+        for path in args.notebooks:
+            verdict = verify_notebook(
+                path, runs=checked.runs, vary=args.vary, timeout=args.timeout,
+                stored=checked.stored[path] if checked.stored else None,
+                allow_errors=args.allow_errors, sanitizer=checked.sanitizer,
+            )
+            print(verdict.text(), flush=True)
+            verdicts.append(verdict)
+    except (KeyboardInterrupt, SystemExit) as stopped:  # Ctrl-C, or SIGTERM under the guard
+        _note_clean_up(stopped)
+        raise
+    if checked.json_target is not None:
         import json
 
         from det_nb.files import write_atomically
 
         text = json.dumps(to_json(verdicts), indent=1) + "\n"
-        try:
-            write_atomically(args.json, text.encode("utf-8"))
+        try:  # checked again now: a link or a notebook that appeared there is refused
+            write_atomically(checked.json_target, text.encode("utf-8"), "--json report",
+                             refuse=args.notebooks, refused_as="the notebook",
+                             follow_links=False)
         except ValueError as error:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
-            return 2
-    statuses = {verdict.status for verdict in verdicts}
-    return 2 if "failed" in statuses else 1 if "parted" in statuses else 0
+            print(f"{PROG}: error: {printable(str(error))}", file=sys.stderr)
+            return FAILED
+    return exit_status(verdicts, args.allow_unchecked)
+
+
+def _note_clean_up(stopped: BaseException) -> None:
+    """Add what the interrupted run left, as checked now, to the guard's one line."""
+    left = notebook_runner.live_kernels()
+    note = ("every kernel it started is stopped and its connection file removed" if not left
+            else f"{left} kernel{'s' * (left != 1)} it started could not be stopped")
+    if hasattr(stopped, "add_note"):  # Python 3.11+
+        stopped.add_note(note)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from det_nb.command_line import run
+
+    sys.exit(run(PROG, lambda: main(sys.argv[1:])))

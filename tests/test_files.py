@@ -248,3 +248,137 @@ def test_reading_refuses_missing_empty_and_oversized_files(tmp_path: Path) -> No
 def test_printable_escapes_what_could_forge_lines_or_fail_to_encode(text: str, shown: str) -> None:
     assert files.printable(text) == shown
     files.printable(text).encode("utf-8")  # never UnicodeEncodeError
+
+
+# -- checked again at the moment of writing (issue 19) ---------------------------------
+
+
+@pytest.fixture
+def notebook(tmp_path: Path) -> Path:
+    """The run's input, which no output may ever replace."""
+    path = tmp_path / "notebook.ipynb"
+    path.write_bytes(b'{"cells": []}')
+    return path
+
+
+def swap_during_write(monkeypatch: pytest.MonkeyPatch, swap: Callable[[], None]) -> None:
+    """Run ``swap`` once while write_atomically writes: after its temporary file is written,
+    before the rename (its fsync is the step between)."""
+    real_fsync = os.fsync
+    done: list[bool] = []
+
+    def fsync_then_swap(handle: int) -> None:
+        real_fsync(handle)
+        if not done:
+            done.append(True)
+            swap()
+
+    monkeypatch.setattr(os, "fsync", fsync_then_swap)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("swap", ["link to the notebook", "link elsewhere", "hard link",
+                                  "fifo", "folder"])
+def test_a_target_swapped_while_it_is_written_is_refused_and_nothing_written(
+    swap: str, tmp_path: Path, notebook: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, elsewhere = tmp_path / "out.json", tmp_path / "precious.txt"
+    out.write_text("old results")
+    elsewhere.write_text("precious")
+
+    def replace_out() -> None:
+        out.unlink()
+        if swap == "link to the notebook":
+            out.symlink_to(notebook)
+        elif swap == "link elsewhere":
+            out.symlink_to(elsewhere)
+        elif swap == "hard link":
+            os.link(notebook, out)
+        elif swap == "fifo":
+            os.mkfifo(out)
+        else:
+            out.mkdir()
+
+    swap_during_write(monkeypatch, replace_out)
+    with pytest.raises(ValueError) as refused:
+        files.write_atomically(out, b'{"trials": []}', "trials output", refuse=[notebook],
+                               refused_as="the notebook")
+    message = one_line(refused)
+    says = {"link to the notebook": "it became a symbolic link after det_nb checked it",
+            "link elsewhere": "it became a symbolic link after det_nb checked it",
+            "hard link": f"it is now the notebook {files.shown(notebook)}",
+            "fifo": "it is now a FIFO, not a regular file",
+            "folder": "it is now a folder, not a regular file"}[swap]
+    assert message == f"cannot write {files.shown(out)}: {says}; nothing was written"
+    assert notebook.read_bytes() == b'{"cells": []}' and elsewhere.read_text() == "precious"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_folder_moved_while_a_file_is_written_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, other = tmp_path / "results", tmp_path / "other"
+    folder.mkdir()
+    other.mkdir()
+
+    def move_folder() -> None:
+        folder.rename(tmp_path / "moved")
+        folder.symlink_to(other)
+
+    swap_during_write(monkeypatch, move_folder)
+    with pytest.raises(ValueError) as refused:
+        files.write_atomically(folder / "out.json", b"{}")
+    assert one_line(refused).endswith(": its folder was moved or replaced while det_nb wrote "
+                                      "it; nothing was written")
+    assert list(other.iterdir()) == [] and list((tmp_path / "moved").iterdir()) == []
+
+
+@pytest.mark.parametrize("became", ["the path", "a folder on the path"])
+def test_a_path_checked_at_start_that_became_a_link_is_refused(
+    became: str, tmp_path: Path, notebook: Path
+) -> None:
+    (tmp_path / "runs").mkdir()
+    out = files.writable_target(tmp_path / "runs" / "out.json", "trials output")  # at start
+    if became == "the path":  # swapped during the run, for a link to the notebook
+        out.symlink_to(notebook)
+    else:
+        (tmp_path / "runs").rename(tmp_path / "old")
+        (tmp_path / "runs").symlink_to(tmp_path / "old")
+    with pytest.raises(ValueError) as refused:
+        files.write_atomically(out, b"{}", "trials output", refuse=[notebook],
+                               refused_as="the notebook", follow_links=False)
+    where = "it became" if became == "the path" else "a folder on its path became"
+    assert one_line(refused) == (f"cannot write {files.shown(out)}: {where} a symbolic link "
+                                 "after det_nb checked it; nothing was written")
+    assert notebook.read_bytes() == b'{"cells": []}'
+    assert not (tmp_path / "old" / "out.json").exists()
+
+
+@pytest.mark.parametrize("given", ["the notebook", "a link to it", "a hard link to it",
+                                   "its path, missing"])
+def test_a_refused_input_is_never_written(given: str, tmp_path: Path, notebook: Path) -> None:
+    path = {"the notebook": notebook, "its path, missing": notebook}.get(given, tmp_path / "o")
+    if given == "a link to it":
+        path.symlink_to(notebook)
+    elif given == "a hard link to it":
+        os.link(notebook, path)
+    elif given == "its path, missing":
+        notebook.unlink()
+    with pytest.raises(ValueError) as refused:
+        files.write_atomically(path, b"{}", refuse=[notebook], refused_as="the notebook")
+    assert one_line(refused).endswith(f": it is the notebook {files.shown(notebook)}; nothing "
+                                      "was written")
+    assert not notebook.exists() if given == "its path, missing" else (
+        notebook.read_bytes() == b'{"cells": []}')
+    assert leftovers(tmp_path) == []
+
+
+def test_a_link_given_at_the_start_of_a_write_is_still_followed(tmp_path: Path,
+                                                              notebook: Path) -> None:
+    target, link = tmp_path / "real.json", tmp_path / "link.json"
+    link.symlink_to(target)
+    assert files.write_atomically(link, b"new", refuse=[notebook]) == target
+    assert link.is_symlink() and target.read_bytes() == b"new"

@@ -17,6 +17,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import run_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -27,6 +28,7 @@ from det_nb.fingerprint import (
     Unfingerprintable,
     describe_difference,
     fingerprint,
+    is_code,
     snapshot,
 )
 
@@ -507,3 +509,57 @@ def test_values_whose_own_code_raises_are_unfingerprintable_not_errors(
     assert describe_difference([1, Unbuilt()], [1, Unbuilt()], "v") == (
         "v[1]: cannot be compared (Unbuilt vs Unbuilt)"
     )
+
+
+# -- without NumPy ---------------------------------------------------------------------
+
+PLAIN = {"a": [1, 2.5, None, True], "b": ("x", b"y", 3j), "c": {1, 2}, "d": {"n": -1 << 70}}
+
+
+def test_plain_values_are_hashed_without_numpy_and_alike_with_it() -> None:
+    """The notebook runner hashes a notebook's values before it imports NumPy (whose CPU
+    kernel pins act only if NumPy loads after them): fingerprinting must not import NumPy,
+    and a plain value's digest must not change once NumPy is loaded."""
+    found = run_python(f"""
+        import json, sys
+        from det_nb.check import run_check
+        from det_nb.fingerprint import describe_difference, fingerprint, is_code, snapshot
+        value = {PLAIN!r}
+        before = fingerprint(value).digest.hex()
+        other = dict(value, d={{"n": 1}})
+        detail = describe_difference(value, other, "v")
+        copy = fingerprint(snapshot(value)).digest.hex()
+        code = [is_code(f) for f in (print, json, dict, json.dumps, lambda: 1, value)]
+        loaded = "numpy" in sys.modules
+        import numpy
+        after = fingerprint(value).digest.hex()
+        print(json.dumps({{"before": before, "after": after, "copy": copy, "loaded": loaded,
+                          "detail": detail, "code": code}}))
+    """)
+    assert found["loaded"] is False
+    assert found["before"] == found["after"] == found["copy"] == fingerprint(PLAIN).digest.hex()
+    assert found["detail"] == f"v['d']['n']: int differs by {(1 << 70) + 1}"
+    assert found["code"] == [True, True, True, True, True, False]
+
+
+class Wrapped:
+    """A callable object wrapping a function, as functools.wraps, jax.jit and tf.function do."""
+
+    def __init__(self, function: object) -> None:
+        self.__wrapped__ = function
+
+    def __call__(self) -> None:
+        return None
+
+
+def test_is_code_tells_code_from_results() -> None:
+    import functools
+    import json
+
+    for code in (print, json, dict, json.dumps, lambda: 1, np.add, np.ndarray, [].append,
+                 str.upper, "".join, functools.partial(print, 1), Wrapped(print),
+                 functools.lru_cache(maxsize=None)(len)):
+        assert is_code(code), code
+    for value in (1, "f", [print], np.zeros(1), Wrapped(3), FakeModel(), Hostile(),
+                  types.SimpleNamespace(__wrapped__=print)):
+        assert not is_code(value), value

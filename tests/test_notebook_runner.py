@@ -1,16 +1,27 @@
-"""The shared notebook runner: the runner's lineage replaces the notebook's own, and a
-notebook that is not a valid one (or an output that would replace it) is refused in one line."""
+"""The shared notebook runner: the runner's lineage replaces the notebook's own (parsed with
+the magic's parser), and a notebook that is not a valid one (or an output that would replace
+it) is refused in one line."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shlex
 from pathlib import Path
 
 import nbformat
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from det_nb.notebook_runner import load_notebook, prepare_seed, refuse_notebook_target
+from det_nb.notebook_runner import (
+    Seeding,
+    load_notebook,
+    refuse_notebook_target,
+    reseed_notebook,
+    seeding_from,
+)
 
 
 def notebook(*sources: str) -> nbformat.NotebookNode:
@@ -18,58 +29,159 @@ def notebook(*sources: str) -> nbformat.NotebookNode:
 
 
 @pytest.mark.parametrize(("line", "expected"), [
-    ("%det_seed 7 --trial 2 --threads 4", "%det_seed 42 --trial 3 --threads 4"),
+    ("%det_seed 7 --trial 2 --threads 4", "%det_seed 42 --trial 3 --threads=4"),
     ("%det_seed --scheme determined --per-cell",
-     "%det_seed 42 --trial 3 --scheme determined --per-cell"),
+     "%det_seed 42 --trial 3 --scheme=determined --per-cell"),
     ("%det_seed 7 --load run.json", "%det_seed 42 --trial 3"),
     # Short options with their value attached, combined, or both: the trial part goes.
     ("%det_seed 7 -t3", "%det_seed 42 --trial 3"),
     ("%det_seed 7 -t=3 --per-cell", "%det_seed 42 --trial 3 --per-cell"),
-    ("%det_seed 7 -qt3 --threads 4", "%det_seed 42 --trial 3 -q --threads 4"),
-    ("%det_seed 7 -qt 3 --no-portable", "%det_seed 42 --trial 3 -q --no-portable"),
-    ("%det_seed 7 -t 3 -q", "%det_seed 42 --trial 3 -q"),
+    ("%det_seed 7 -qt3 --threads 4", "%det_seed 42 --trial 3 --threads=4 --quiet"),
+    ("%det_seed 7 -qt 3 --no-portable", "%det_seed 42 --trial 3 --no-portable --quiet"),
+    ("%det_seed 7 -t 3 -q", "%det_seed 42 --trial 3 --quiet"),
+    # Values with spaces and quotes stay one word; indentation stays.
+    ('  %det_seed 7 --save "my run.json"', "  %det_seed 42 --trial 3 '--save=my run.json'"),
+    ("%det_seed --save \"it's.json\"", "%det_seed 42 --trial 3 '--save=it'\"'\"'s.json'"),
 ])
 def test_det_seed_lines_take_the_runners_seed_and_trial_and_keep_other_flags(line, expected):
     book = notebook("import numpy", line)
-    prepare_seed(book, 42, 3)
+    assert reseed_notebook(book, Seeding(42, 3)) is True
     assert book.cells[1].source == expected
     assert "det_nb_seed" not in book.metadata
 
 
 def test_a_scheme_given_to_the_runner_replaces_the_notebooks():
     book = notebook("%det_seed 7 --scheme seedsequence --quiet")
-    prepare_seed(book, 42, 1, "determined")
+    reseed_notebook(book, Seeding(42, 1, "determined"))
     assert book.cells[0].source == "%det_seed 42 --trial 1 --scheme determined --quiet"
 
 
-def test_a_notebook_without_det_seed_is_seeded_before_its_first_cell():
+def test_a_notebook_without_det_seed_is_left_to_the_kernel_run():
     book = notebook("x = 1")
-    prepare_seed(book, 42, 1, "determined")
-    assert book.metadata["det_nb_seed"] == {"seed": 42, "trial": 1, "scheme": "determined"}
+    assert reseed_notebook(book, Seeding(42, 1, "determined")) is False
+    assert book.cells[0].source == "x = 1" and "det_nb_seed" not in book.metadata
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
     ((None, 3, None), "a trial or scheme needs an experiment seed"),
     ((42, 3, "nope"), "scheme must be one of seedsequence, determined, got 'nope'"),
     ((-1, None, None), r"seed must be an integer in \[0, 2\*\*31-1\], got -1"),
+    ((42, True, None), r"trial must be an integer in \[0, 2\*\*31-1\], got True"),
 ])
 def test_bad_runner_lineage_is_one_line(arguments, message):
-    book = notebook("%det_seed 7")
     with pytest.raises(ValueError, match=message):
-        prepare_seed(book, *arguments)
-    assert book.cells[0].source == "%det_seed 7"
+        seeding_from(*arguments)
 
 
-@pytest.mark.parametrize("line", ["%det_seed 7 -t3 -q", "%det_seed 7 -qt3", "%det_seed 7 -qt 5"])
-def test_a_rewritten_line_with_short_options_runs_in_a_real_shell(shell, line):
+@pytest.mark.parametrize(("line", "says"), [
+    ("%det_seed 7 --trial 3 --trial 4", "argument --trial/-t: given more than once"),
+    ("%det_seed 7 --tri 3", "unrecognized arguments: --tri 3"),
+    ("%det_seed 7 --save 'open", "unterminated quote"),
+    ("%det_seed 7 # a comment", "unrecognized arguments: # a comment"),
+])
+def test_a_det_seed_line_the_magic_refuses_is_refused_naming_its_cell(line, says):
+    book = notebook("%det_seed 1 --quiet", "x = 1", line)
+    with pytest.raises(ValueError) as refused:
+        reseed_notebook(book, Seeding(42))
+    message = str(refused.value)
+    assert message.startswith("cell 3: its %det_seed line is refused by the magic: ")
+    assert says in message and "\n" not in message
+    assert [cell.source for cell in book.cells] == ["%det_seed 1 --quiet", "x = 1", line]
+
+
+@pytest.mark.parametrize("line", ["%det_seed 7 -t3 -q", "%det_seed 7 -qt3", "%det_seed 7 -qt 5",
+                                  '%det_seed 7 --save "a b.json" -q'])
+def test_a_rewritten_line_runs_in_a_real_shell(shell, line, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     book = notebook(line)
-    prepare_seed(book, 42, 3)
+    reseed_notebook(book, Seeding(42, 3))
     shell.run_line_magic("load_ext", "det_nb")
     magic_line = book.cells[0].source.removeprefix("%det_seed ")
     shell.run_line_magic("det_seed", magic_line)  # raised "--trial given more than once"
     import det_nb
 
     assert (det_nb.lineage().experiment_seed, det_nb.lineage().trial) == (42, 3)
+    assert (tmp_path / "a b.json").exists() == ("a b.json" in line)
+
+
+def test_options_of_every_kind_are_rebuilt_as_given():
+    """Kinds %det_seed may gain: an optional value (``--deterministic-ops[=warn]``), a
+    count, a repeatable option, a store_const, several values."""
+    from det_nb.notebook_runner.det_seed_lines import _option_words
+
+    parser = argparse.ArgumentParser(add_help=False)
+    actions = {
+        "optional": parser.add_argument("--optional", nargs="?", const="on"),
+        "count": parser.add_argument("--verbose", "-v", action="count"),
+        "append": parser.add_argument("--tag", action="append"),
+        "const": parser.add_argument("--fast", action="store_const", const=3),
+        "many": parser.add_argument("--sizes", nargs="+"),
+        "flag": parser.add_argument("--portable", action=argparse.BooleanOptionalAction),
+    }
+    line = ["--optional", "--verbose", "-v", "--tag=a b", "--tag", "c", "--fast",
+            "--sizes", "1", "2", "--no-portable"]
+    parsed = parser.parse_args(line)
+    words = [word for action in actions.values()
+             for word in _option_words(action, getattr(parsed, action.dest))]
+    assert words == ["--optional", "--verbose", "--verbose", "--tag=a b", "--tag=c", "--fast",
+                     "--sizes", "1", "2", "--no-portable"]
+    assert parser.parse_args(words) == parsed
+    parsed = parser.parse_args(["--optional=warn", "--portable"])
+    assert [w for a in actions.values() for w in _option_words(a, getattr(parsed, a.dest))] == [
+        "--optional=warn", "--portable"]
+
+
+def _parse(arguments: str) -> argparse.Namespace:
+    from det_nb.magics import DetMagics, _split
+
+    return DetMagics.det_seed.parser.parse_args(_split(arguments))
+
+
+def _option_words() -> st.SearchStrategy[list[str]]:
+    """Words for any combination of %det_seed's options, built from its parser's actions."""
+    from det_nb.magics import DetMagics
+
+    text = st.text(st.characters(exclude_characters="\n\r\x00"), min_size=1, max_size=12)
+    per_option = []
+    for action in DetMagics.det_seed.parser._actions:
+        if not action.option_strings:
+            continue
+        long = max(action.option_strings, key=len)
+        values = st.sampled_from(list(action.choices)) if action.choices else text
+        with_value = values.map(lambda value, o=long: [f"{o}={value}"])
+        if isinstance(action, argparse.BooleanOptionalAction):
+            given = st.sampled_from([[o] for o in action.option_strings if o.startswith("--")])
+            if action.nargs == "?":
+                given = st.one_of(given, with_value)
+        elif action.nargs == 0:
+            given = st.just([long])
+        elif action.nargs == "?":
+            given = st.one_of(st.just([long]), with_value)
+        else:
+            given = with_value
+        per_option.append(st.one_of(st.just([]), given))
+    return st.tuples(*per_option).flatmap(
+        lambda chosen: st.permutations([words for words in chosen if words])
+    ).map(lambda groups: [word for words in groups for word in words])
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.one_of(st.none(), st.integers(0, 2**31 - 1)), words=_option_words(),
+       runner=st.tuples(st.integers(0, 2**31 - 1), st.one_of(st.none(), st.integers(0, 9)),
+                        st.sampled_from([None, "seedsequence", "determined"])))
+def test_any_det_seed_line_keeps_every_option_but_the_lineage(seed, words, runner):
+    """Rebuilt from the parsed line, the options parse back to the same values."""
+    line = shlex.join(([] if seed is None else [str(seed)]) + words)
+    book = notebook(f"%det_seed {line}")
+    seeding = Seeding(*runner)
+    reseed_notebook(book, seeding)
+    before, after = vars(_parse(line)), vars(_parse(book.cells[0].source.removeprefix(
+        "%det_seed ")))
+    expected = {**before, "seed": str(seeding.seed), "trial": None if seeding.trial is None
+                else str(seeding.trial), "load": None}
+    if seeding.scheme is not None:
+        expected["scheme"] = seeding.scheme
+    assert after == expected
 
 
 def write_json(path: Path, document: dict) -> Path:
@@ -119,3 +231,42 @@ def test_an_output_that_is_the_notebook_is_refused(tmp_path):
     # neither exists yet: compared by resolved path
     with pytest.raises(ValueError, match="is the notebook"):
         refuse_notebook_target(tmp_path / "new.ipynb", [tmp_path / "new.ipynb"], "--json")
+
+
+def _document(minor: int, ids: list[str | None]) -> dict:
+    cells = []
+    for number, cell_id in enumerate(ids):
+        cell = {"cell_type": "code", "metadata": {}, "source": f"x{number} = {number}",
+                "outputs": [], "execution_count": None}
+        if cell_id is not None:
+            cell["id"] = cell_id
+        cells.append(cell)
+    return {"nbformat": 4, "nbformat_minor": minor, "metadata": {}, "cells": cells}
+
+
+@pytest.mark.parametrize(("minor", "ids", "repairs"), [
+    # Cell ids came with nbformat 4.5; JAX's documentation has 4.0 files that carry them.
+    (0, ["a", "b"], ["cell ids in an nbformat 4.0 file (ids came with 4.5): ran as nbformat "
+                     "4.5 with new ids"]),
+    (4, ["a", None], ["cell ids in an nbformat 4.4 file (ids came with 4.5): ran as nbformat "
+                      "4.5 with new ids"]),
+    (5, ["a", "a", "b", "a"], ["2 duplicate cell ids: given new ids"]),
+    (5, [None, "b"], ["1 cell without an id: given new ids"]),
+    (5, ["a", "b"], []),
+    (4, [None, None], []),
+])
+def test_cell_id_problems_are_repaired_in_the_copy_that_runs(tmp_path, minor, ids, repairs):
+    path = write_json(tmp_path / "ids.ipynb", _document(minor, ids))
+    before = path.read_bytes()
+    loaded = load_notebook(path)
+    assert list(loaded.repairs) == repairs
+    nbformat.validate(loaded.node)  # the copy is valid
+    assert [cell.source for cell in loaded.node.cells] == [f"x{n} = {n}" for n in range(len(ids))]
+    assert path.read_bytes() == before  # the file is not changed
+
+
+def test_a_cell_id_nbformat_cannot_repair_is_refused(tmp_path):
+    path = write_json(tmp_path / "bad-id.ipynb", _document(5, ["not an id!", "b"]))
+    with pytest.raises(ValueError, match=r"is not a Jupyter notebook: cells.0.id: 'not an id!' "
+                                         "does not match"):
+        load_notebook(path)
