@@ -256,13 +256,13 @@ async def _drive(kernel: Any, job: TrialJob, cells: int,
             why = abandoned()
             if why is not None or time.monotonic() >= deadline:
                 break
+        # Not done (nothing ran since the wait): stop it. nbclient may turn the cancellation
+        # into "the kernel died"; the trial ends either way, for the reason given here.
         where = _where(kernel, cells)
         kernel.client.shutdown_kernel = "immediate"
         work.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await work
-        if not work.cancelled():  # it ended on its own, just now
-            return None
         await _cancel_the_rest()
         if why is None:
             kernel.error = f"timed out after {job.timeout:g} s {where} (--timeout)"
