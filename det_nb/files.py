@@ -361,26 +361,34 @@ class MapOf:
         self.values = values
 
 
+class AnyJSON:
+    """Schema leaf for a value of any JSON type (bounding its depth is the caller's job)."""
+
+
 _TYPE_NAMES = {
-    int: "an integer", str: "a string", bool: "true or false", dict: "an object", None: "null",
+    int: "an integer", float: "a number", str: "a string", bool: "true or false",
+    dict: "an object", None: "null",
 }
 
 
-def check_fields(value: object, schema: object, where: str) -> None:
+def check_fields(value: object, schema: object, where: str, whole: str = "the record") -> None:
     """ValueError naming the first field of ``value`` that does not fit ``schema``.
 
-    Leaves are types (None for null) or tuples of them; a dict has exactly its keys; a
-    one-item list is an array of that; :class:`MapOf` an object with free keys.
+    Leaves are types (None for null) or tuples of them, or :class:`AnyJSON`; a dict has
+    exactly its keys; a one-item list is an array of that; :class:`MapOf` an object with
+    free keys. ``whole`` names the top level in messages.
     """
     if isinstance(schema, dict):
         if not isinstance(value, dict):
-            raise ValueError(f"{where or 'the record'} must be an object")
+            raise ValueError(f"{where or whole} must be an object")
         missing, unknown = schema.keys() - value.keys(), value.keys() - schema.keys()
         if missing or unknown:
             problem = f"lacks {sorted(missing)}" if missing else f"has unknown {sorted(unknown)}"
-            raise ValueError(f"{where or 'the record'} {problem}")
+            raise ValueError(f"{where or whole} {problem}")
         for key, item in schema.items():
             check_fields(value[key], item, f"{where}.{key}" if where else key)
+    elif schema is AnyJSON:
+        return
     elif isinstance(schema, list):
         if not isinstance(value, list):
             raise ValueError(f"{where} must be an array")
