@@ -218,11 +218,11 @@ def run_trial(job: TrialJob) -> TrialResult:
 
 def _run_in_kernel(path: Path, job: TrialJob) -> Any:
     """The notebook run in a fresh kernel under the trial's lineage (a NotebookRun)."""
-    from det_nb.notebook_runner import KernelRun, prepare_seed, run_sync
+    from det_nb.notebook_runner import KernelRun, Seeding, run_sync
 
-    notebook = load_notebook(path)
-    prepare_seed(notebook, job.experiment_seed, job.trial, job.scheme)
-    kernel = KernelRun(path, notebook, env=job.env, timeout=job.timeout)
+    notebook = load_notebook(path).node
+    kernel = KernelRun(path, notebook, env=job.env, timeout=job.timeout,
+                       seeding=Seeding(job.experiment_seed, job.trial, job.scheme))
     cells = sum(cell.cell_type == "code" for cell in notebook.cells)
     try:
         given_up = run_sync(_drive(kernel, job, cells, _abandonment_check()))
@@ -297,38 +297,9 @@ async def _every_cell(kernel: Any, collect: Sequence[str]) -> None:
         while kernel.error is None and await kernel.next_cell() is not None:
             pass
         if kernel.error is None:
-            await _finish(kernel, collect)
+            await kernel.finish(collect)
     finally:
         await kernel.stop()
-
-
-async def _finish(kernel: Any, collect: Sequence[str]) -> None:
-    """Read the run record and the collected names into ``kernel``.
-
-    A value that cannot be moved out of the kernel (an int of more than 4300 digits
-    cannot even be written as JSON) fails the whole reading: then the record is read
-    alone and the names one at a time, and each failing name becomes unchecked, with
-    why, while the others are kept.
-    """
-    await kernel.finish(collect)
-    if kernel.error is None or not collect:
-        return
-    failure, kernel.error = kernel.error, None
-    await kernel.finish(())
-    if kernel.error is not None:  # not about a value: the results cannot be read at all
-        kernel.error = failure
-        return
-    collected: dict[str, object] = {}
-    for name in collect:
-        await kernel.finish((name,))
-        if kernel.error is None:
-            collected.update(kernel.collected)
-            continue
-        reason = kernel.error.split("could not read the results: ", 1)[-1]
-        collected[name] = NameFingerprint(name, "", f"not moved out of the kernel: {reason}",
-                                          "unchecked")
-        kernel.error = None
-    kernel.collected = collected
 
 
 def _abandonment_check() -> Callable[[], str | None]:

@@ -227,8 +227,6 @@ def test_verify_command_lines(folder: Path, argv: list[str]) -> None:
     judge(verify.main, VERIFY_PROG, argv, folder)  # odd text: see the test below
 
 
-@pytest.mark.xfail(strict=True, reason="verify.main prints argparse's message as it is "
-                   "(helper 'runner' owns verify.py): escape it with det_nb.files.printable")
 @pytest.mark.parametrize("argv", [[NOTEBOOK, "--agains", "\ud800"],
                                   [NOTEBOOK, "--agains", "a\nb"]])
 def test_verify_error_lines_are_escaped(folder: Path, argv: list[str]) -> None:

@@ -150,12 +150,20 @@ def final_report(collect: list[str]) -> str:
 
 
 def _collected(value: object) -> dict[str, object]:
-    """{"value": v} for JSON data (NumPy scalars included), else {"fingerprint": [...]}."""
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and isinstance(value, numpy.generic) and value.ndim == 0:
-        value = value.item()
-    if _is_json(value, 0):
-        return {"value": value}
+    """{"value": v} for JSON data (NumPy scalars included), else {"fingerprint": [...]}.
+
+    Each name on its own: data JSON cannot carry (an int of over 4300 digits) goes as its
+    fingerprint, and a value that cannot be read is that name's problem only (unchecked).
+    """
+    try:
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and isinstance(value, numpy.generic) and value.ndim == 0:
+            value = value.item()
+        if _is_json(value, 0):
+            json.dumps(value)
+            return {"value": value}
+    except Exception:  # not JSON after all (e.g. too many digits): its fingerprint stands
+        pass
     return {"fingerprint": _print(value)}
 
 
