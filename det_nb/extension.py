@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from det_nb import cpu_kernels
+from det_nb import cpu_kernels, entropy_audit
 from det_nb.magics import DetMagics
 from det_nb.session import get_session
 
@@ -29,6 +29,7 @@ def load(shell: Any) -> None:
     shell.events.register("pre_run_cell", magics.before_cell)
     shell.events.register("post_run_cell", magics.after_cell)
     magics.session.cells_observed = True
+    entropy_audit.install(shell)  # calls that draw from OS entropy, reported in the status
 
 
 def unload(shell: Any) -> None:
@@ -44,6 +45,7 @@ def unload(shell: Any) -> None:
     shell.events.unregister("pre_run_cell", magics.before_cell)
     shell.events.unregister("post_run_cell", magics.after_cell)
     magics.session.cells_observed = False
+    entropy_audit.uninstall()
     if "det_nb.dashboard" in sys.modules:
         from det_nb.dashboard import close_dashboard
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from det_nb import cpu_kernels, determinism
+from det_nb import cpu_kernels, determinism, entropy_audit
 from det_nb.cluster import cluster_trial_seed
 from det_nb.determinism import Settings
 from det_nb.import_guard import ImportGuard
@@ -78,6 +78,7 @@ class Session:
         """
         cluster_seed = cluster_trial_seed()  # may raise: before anything changes
         cpu_kernels.apply(settings.portable)  # before anything below can load NumPy
+        entropy_audit.activate()  # unseeded draws by the user's code are reported from now on
         self.lineage, self.settings, self.cluster_seed = lineage, settings, cluster_seed
         self.last_cell_seed = None
         self._apply(lineage.trial_seed)
@@ -238,6 +239,7 @@ class Session:
                 checks.extend(source.checks(self.settings))
             if isinstance(source, Keras) and source.name in self._seeded:
                 checks.append(self._keras_layers_check(source))
+        checks.append(entropy_audit.status_check())
         checks.extend(cpu_kernels.checks())
         if self.cluster_seed is not None:
             checks.append(self._cluster_check())
