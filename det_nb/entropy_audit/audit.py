@@ -14,9 +14,8 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from types import FrameType, ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from det_nb.entropy_audit.user_code import CallSite, Place, UserCode
 from det_nb.status import Check
@@ -31,8 +30,7 @@ CLEARED_BY = "then %reset -f (or restart the kernel) and run the cells again"
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """An entry point as recorded: what was called, the fix, and what kind of draw it is."""
 
     name: str
@@ -40,41 +38,22 @@ class Entry:
     kind: str = OS_ENTROPY
 
 
-@dataclass
-class Record:
-    """One call site of the notebook's code that drew, with how often it did."""
-
-    cell: int | None  # execution count of the cell holding the line (None: a module)
-    file: str | None  # the module's file, relative to the notebook's folder
-    line: int
-    text: str  # the line, stripped
-    call: str  # the call as written there (the entry's name when the source is missing)
-    entry: str  # the entry point that drew
-    kind: str  # OS_ENTROPY or CLOCK
-    fix: str
-    run_by: int | None  # execution count of the cell running at the time
-    count: int = 0
-    last: int = 0  # the audit's hit number of the latest draw (for records(since=mark))
-
-    def as_dict(self) -> dict[str, Any]:
-        """The record as JSON-able fields (without the internal hit number)."""
-        fields = asdict(self)
-        del fields["last"]
-        return fields
+#: A record's fields, as records() returns them (JSON-able).
+RECORD_FIELDS = ("cell", "file", "line", "text", "call", "entry", "kind", "fix", "count",
+                 "run_by")
 
 
-@dataclass
 class Call:
     """A call of a watched entry point by the notebook's code, for judging whether it drew."""
 
-    audit: EntropyAudit
-    frame: FrameType
-    place: Place
-    args: tuple
-    kwargs: dict
+    def __init__(self, audit: EntropyAudit, frame: FrameType, place: Place, args: tuple,
+                 kwargs: dict) -> None:
+        self.audit, self.frame, self.place, self.args, self.kwargs = (
+            audit, frame, place, args, kwargs)
 
-    @functools.cached_property
+    @property
     def site(self) -> CallSite:
+        """The call's line and text (cached by the audit per code object and offset)."""
         return self.audit.user.call_site(self.frame)
 
     def reads_clock(self) -> bool:
@@ -86,8 +65,7 @@ class Call:
 Judge = Entry | Callable[[Call], Entry | None]
 
 
-@dataclass(frozen=True)
-class _Patch:
+class _Patch(NamedTuple):
     owner: Any
     name: str
     original: Any
@@ -104,7 +82,9 @@ class EntropyAudit:
         self.random_seeded = False
         self._families = families
         self._attached = False
-        self._records: dict[tuple, Record] = {}
+        #: call site -> its record (RECORD_FIELDS), and the hit number of its latest draw
+        self._records: dict[tuple, dict[str, Any]] = {}
+        self._last: dict[tuple, int] = {}
         self._hits = 0
         self._lock = threading.Lock()
         self._patches: list[_Patch] = []
@@ -269,13 +249,12 @@ class EntropyAudit:
         with self._lock:
             record = self._records.get(key)
             if record is None:
-                record = self._records[key] = Record(
+                record = self._records[key] = dict(zip(RECORD_FIELDS, (
                     cell, place.module, site.line, site.text, site.call or entry.name,
-                    entry.name, entry.kind, entry.fix, run_by,
-                )
+                    entry.name, entry.kind, entry.fix, 0, run_by), strict=True))
             self._hits += 1
-            record.count += 1
-            record.last = self._hits
+            record["count"] += 1
+            self._last[key] = self._hits
 
     # -- reading ------------------------------------------------------------------------
 
@@ -291,9 +270,9 @@ class EntropyAudit:
                                  f"{'' if what == 'cell' else ' mark from mark()'}), got "
                                  f"{value!r:.40}")
         with self._lock:
-            chosen = [record.as_dict() for record in self._records.values()
-                      if (cell is None or record.run_by == cell)
-                      and (since is None or record.last > since)]
+            chosen = [dict(record) for key, record in self._records.items()
+                      if (cell is None or record["run_by"] == cell)
+                      and (since is None or self._last[key] > since)]
         return chosen
 
     def mark(self) -> int:
@@ -304,6 +283,7 @@ class EntropyAudit:
         """Forget every record (a hard ``%reset`` does this)."""
         with self._lock:
             self._records.clear()
+            self._last.clear()
 
     def status_check(self) -> Check:
         """The "unseeded randomness" line: each record with its fix, ok, or off."""

@@ -17,9 +17,8 @@ import os
 import site
 import sys
 import sysconfig
-from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Calls that read a clock: a seed computed on the same line from one is a time seed.
 CLOCK_CALLS = frozenset({
@@ -32,8 +31,7 @@ _PACKAGE_DIRS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.se
 _DET_NB_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
-@dataclass(frozen=True)
-class Place:
+class Place(NamedTuple):
     """A file of the notebook's code: a cell, or a module given relative to the folder."""
 
     filename: str
@@ -41,8 +39,7 @@ class Place:
     clock_lines: frozenset[int]  # lines that call a clock (a seed there is a time seed)
 
 
-@dataclass(frozen=True)
-class CallSite:
+class CallSite(NamedTuple):
     """Where in a file a call was made: its line, that line's text and the call's own text."""
 
     line: int
@@ -61,6 +58,9 @@ class UserCode:
         self._main: str | None = None
         #: file name -> Place, or None for code that is not the notebook's
         self.places: dict[str, Place | None] = {}
+        #: file name -> its clock lines (none for code that is not the notebook's): what a
+        #: seeding function called in a tight loop looks up
+        self.clock_lines: dict[str, frozenset[int]] = {}
         self._sites: dict[tuple[CodeType, int], CallSite] = {}
 
     def attach(self, shell: Any, folder: str) -> None:
@@ -71,6 +71,7 @@ class UserCode:
         path = getattr(main, "__file__", None) if shell is None else None
         self._main = os.path.abspath(path) if isinstance(path, str) else None
         self.places.clear()
+        self.clock_lines.clear()
         self._sites.clear()
 
     def place(self, filename: str) -> Place | None:
@@ -83,6 +84,7 @@ class UserCode:
             if module is not None:
                 place = Place(filename, module, clock_lines(_source(filename)))
         self.places[filename] = place
+        self.clock_lines[filename] = frozenset() if place is None else place.clock_lines
         return place
 
     def cell_number(self, filename: str) -> int | None:
