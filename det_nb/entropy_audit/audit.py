@@ -90,7 +90,8 @@ class EntropyAudit:
         self._patches: list[_Patch] = []
         self._originals: dict[int, Any] = {}  # id(wrapper) -> what it wraps
         self._patched: set[str] = set()  # families patched now
-        self._hooked: set[str] = set()  # families with a post-import hook registered
+        #: family -> its post-import hook, registered with wrapt (fired or waiting)
+        self._hooks: dict[str, Callable[[ModuleType], None]] = {}
         self._shell: Any = None
         self._reset: Callable[..., Any] | None = None  # our wrapper of shell.reset
 
@@ -101,7 +102,7 @@ class EntropyAudit:
         self._attach(shell)
         self._patch_imported()
         self.watching = True
-        if any(name not in self._patched and name not in self._hooked
+        if any(name not in self._patched and name not in self._hooks
                for name in self._families):
             callbacks = shell.events.callbacks["pre_run_cell"]
             if self._first_cell not in callbacks:
@@ -115,18 +116,28 @@ class EntropyAudit:
         self._patch_imported()
         self.watching = True
         pending = [name for name in self._families
-                   if name not in self._hooked and name not in sys.modules]
+                   if name not in self._hooks and name not in sys.modules]
         if pending:
             import wrapt  # here: in a bare shell it costs %load_ext ~20 ms
 
             for name in pending:
-                self._hooked.add(name)
-                wrapt.register_post_import_hook(functools.partial(self._on_import, name), name)
+                hook = self._hooks[name] = functools.partial(self._on_import, name)
+                wrapt.register_post_import_hook(hook, name)
         self._forget_first_cell()
 
     def uninstall(self) -> None:
-        """Put every patched attribute back and stop watching; the records stay."""
+        """Put every patched attribute back, drop the post-import hooks still waiting and
+        stop watching; the records stay."""
         self._forget_first_cell()
+        if self._hooks:
+            from wrapt import importer
+
+            with importer._post_import_hooks_lock:  # wrapt has no call to unregister one
+                for name, hook in self._hooks.items():
+                    waiting = importer._post_import_hooks.get(name) or []
+                    if hook in waiting:
+                        waiting.remove(hook)
+            self._hooks.clear()
         for patch in reversed(self._patches):
             owner, name = patch.owner, patch.name
             current = owner.__dict__.get(name) if isinstance(owner, type) else getattr(
