@@ -220,6 +220,17 @@ def test_terminal_cells_are_named_by_execution_count(shell) -> None:
     assert [r["cell"] for r in entropy_audit.records(since=mark)] == [first + 1]
 
 
+def test_a_generator_unpickled_or_copied_in_a_cell_is_not_a_draw(shell) -> None:
+    """Unpickling makes an unseeded Random or NumPy generator, then restores its state."""
+    assert shell.run_cell(
+        "import copy, pickle, random\nimport numpy as np\n"
+        "r = pickle.loads(pickle.dumps(random.Random(5)))\n"
+        "g = pickle.loads(pickle.dumps(np.random.default_rng(5)))\n"
+        "s = pickle.loads(pickle.dumps(np.random.RandomState(5)))\n"
+        "c = copy.deepcopy([r, g, s])", store_history=True).success
+    assert entropy_audit.records() == []
+
+
 def test_the_status_lists_ten_records_and_groups_their_fixes(shell) -> None:
     calls = [f"a{n} = uuid.uuid4()" for n in range(11)] + ["b = os.urandom(1)"]
     cell = shell.execution_count

@@ -110,7 +110,8 @@ def _random(audit: EntropyAudit, random: ModuleType) -> None:
             return _SYSTEM_RANDOM
         seed = _seed_argument(call.args, call.kwargs, 1, "x")
         if seed is None:
-            return _RANDOM
+            # pickle.load(s) (C code) makes a Random() and then restores its state.
+            return None if callee_name(call.site) in ("load", "loads") else _RANDOM
         return _RANDOM_CLOCK if call.reads_clock() else None
 
     def global_seed(original: Callable[..., Any]) -> Callable[..., Any]:
