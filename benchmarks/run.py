@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import row_audit
 import row_dashboard
 import row_load
 import row_modes
@@ -31,8 +32,10 @@ import row_verify
 from bench import BENCH_DIR, Row, row_from_json, run_json
 
 # shell: seed, fingerprint, check
-GROUPS = ("load", "shell", "dashboard", "modes", "portable", "threads", "verify", "trials")
-ORDER = ("load", "seed", "dashboard", "modes", "fingerprint", "check", "portable", "threads",
+GROUPS = ("load", "audit", "shell", "dashboard", "modes", "portable", "threads", "verify",
+          "trials")
+ORDER = ("load", "audit", "seed", "dashboard", "modes", "fingerprint", "check", "portable",
+         "threads",
          "verify", "trials")
 PACKAGES = ("numpy", "tensorflow", "keras", "torch", "ipython", "ipykernel", "ipywidgets", "xxhash",
             "det_nb")
@@ -102,6 +105,8 @@ def measure(groups: tuple[str, ...], quick: bool) -> list[Row]:
         started = time.perf_counter()
         if group == "load":
             rows += row_load.measure(quick)
+        elif group == "audit":
+            rows += row_audit.measure(quick)
         elif group == "shell":
             args = [str(BENCH_DIR / "row_shell.py")] + (["--quick"] if quick else [])
             rows += [row_from_json(data) for data in run_json(args)]

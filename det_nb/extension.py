@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from det_nb import cpu_kernels, threads
+from det_nb import cpu_kernels, entropy_audit, threads
 from det_nb.determinism import validate_threads
 from det_nb.magics import DetMagics
 from det_nb.session import get_session
@@ -32,6 +32,7 @@ def load(shell: Any) -> None:
     shell.events.register("pre_run_cell", magics.before_cell)
     shell.events.register("post_run_cell", magics.after_cell)
     magics.session.cells_observed = True
+    entropy_audit.install(shell)  # calls that draw from OS entropy, reported in the status
 
 
 def _configured_threads(magics: DetMagics) -> int | None:
@@ -60,6 +61,7 @@ def unload(shell: Any) -> None:
     shell.events.unregister("pre_run_cell", magics.before_cell)
     shell.events.unregister("post_run_cell", magics.after_cell)
     magics.session.cells_observed = False
+    entropy_audit.uninstall()
     if "det_nb.dashboard" in sys.modules:
         from det_nb.dashboard import close_dashboard
 

@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from det_nb import cpu_kernels, determinism, nondeterministic_ops, state, threads
+from det_nb import cpu_kernels, determinism, entropy_audit, nondeterministic_ops, state, threads
 from det_nb.cluster import TRIAL_SEED_ENV, cluster_trial_seed
 from det_nb.determinism import Settings
 from det_nb.files import (
@@ -42,8 +42,8 @@ from det_nb.session import NOT_SEEDED, Session
 from det_nb.status import Check
 
 #: The record format this det_nb writes. Versions 1 (before CPU kernels were recorded)
-#: and 2 (before each check said whether it is a caveat and thread pools were recorded)
-#: are read too.
+#: and 2 (before each check said whether it is a caveat, thread pools, ops without a
+#: deterministic kernel and the entropy audit's records were recorded) are read too.
 VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 #: Packages whose version can change results (det_nb's own is recorded too).
@@ -68,6 +68,8 @@ class Record:
     settings: Settings
     checks: tuple[Check, ...]
     environment: dict[str, Any]
+    #: The entropy audit's records (det_nb.entropy_audit.records()); none before version 3.
+    unseeded_randomness: tuple[dict[str, Any], ...] = ()
 
 
 # -- building and writing -------------------------------------------------------------
@@ -99,6 +101,7 @@ def build(session: Session) -> dict[str, Any]:
              "caveat": c.caveat}
             for c in session.status().checks
         ],
+        "unseeded_randomness": entropy_audit.records(),
         "environment": environment(),
         # torch's ops without a deterministic kernel: ran (warn mode) or raised (strict)
         "nondeterministic_ops": nondeterministic_ops.record(),
@@ -227,6 +230,11 @@ _SCHEMA_V2: dict[str, Any] = {
         **_SCHEMA_V1["environment"], "cpu_flags": [str], "cpu_kernels": MapOf(str),
     },
 }
+#: One entropy audit record (det_nb.entropy_audit.records()).
+_AUDIT_RECORD = {
+    "cell": (int, None), "file": (str, None), "line": int, "text": str, "call": str,
+    "entry": str, "kind": str, "fix": str, "count": int, "run_by": (int, None),
+}
 _SCHEMA_V3: dict[str, Any] = {
     **_SCHEMA_V2,
     "status": [{**_SCHEMA_V1["status"][0], "caveat": bool}],
@@ -236,6 +244,7 @@ _SCHEMA_V3: dict[str, Any] = {
     # deterministic_ops may be "warn"; the ops without a deterministic kernel seen
     "settings": {**_SCHEMA_V2["settings"], "deterministic_ops": (bool, str)},
     "nondeterministic_ops": {"ran": MapOf(int), "raised": [str]},
+    "unseeded_randomness": [_AUDIT_RECORD],
 }
 _SCHEMAS: dict[int, dict[str, Any]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
@@ -259,7 +268,22 @@ def _record(data: dict[str, Any]) -> Record:
                  for key, text in check.items()})
         for check in data["status"]
     )
-    return Record(lineage, settings, checks, data["environment"])
+    audit = tuple(map(_audit_record, data.get("unseeded_randomness", ())))
+    return Record(lineage, settings, checks, data["environment"], audit)
+
+
+def _audit_record(found: dict[str, Any]) -> dict[str, Any]:
+    """An entropy audit record read from a file: its kind and count checked, text escaped."""
+    kinds = (entropy_audit.OS_ENTROPY, entropy_audit.CLOCK)
+    if found["kind"] not in kinds:
+        raise ValueError(f"unseeded_randomness: kind must be one of {', '.join(kinds)}, got "
+                         f"{found['kind']!r:.60}")
+    for field, least in (("count", 1), ("line", 0)):
+        if found[field] < least:
+            raise ValueError(f"unseeded_randomness: {field} must be at least {least}, got "
+                             f"{found[field]}")
+    return {key: printable(value) if isinstance(value, str) else value
+            for key, value in found.items()}
 
 
 # -- replaying ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from det_nb import cpu_kernels, determinism, threads, xla
+from det_nb import cpu_kernels, determinism, entropy_audit, threads, xla
 from det_nb.cluster import cluster_trial_seed
 from det_nb.determinism import Settings
 from det_nb.import_guard import ImportGuard
@@ -92,6 +92,7 @@ class Session:
         xla.apply(bool(settings.deterministic_ops))  # in XLA_FLAGS before JAX can load
 
     def _adopt(self, lineage: Lineage, settings: Settings, cluster_seed: int | None) -> Lineage:
+        entropy_audit.activate()  # unseeded draws by the user's code are reported from now on
         self.lineage, self.settings, self.cluster_seed = lineage, settings, cluster_seed
         self.last_cell_seed = None
         self._apply(lineage.trial_seed)
@@ -254,6 +255,7 @@ class Session:
                 checks.extend(source.checks(self.settings))
             if isinstance(source, Keras) and source.name in self._seeded:
                 checks.append(self._keras_layers_check(source))
+        checks.append(entropy_audit.status_check())
         checks.extend(cpu_kernels.checks())
         checks.extend(threads.checks())
         if self.cluster_seed is not None:

@@ -15,6 +15,16 @@ from IPython.core.interactiveshell import InteractiveShell
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 
+@pytest.fixture(autouse=True)
+def _no_entropy_records_of_other_tests() -> None:
+    """The entropy audit is one per process: each test starts without earlier tests' records
+    (the shared shell's cells and the test files, in the folder pytest runs in, are "the
+    notebook's code" to it)."""
+    audit = sys.modules.get("det_nb.entropy_audit")
+    if audit is not None:
+        audit.clear()
+
+
 @pytest.fixture(scope="session")
 def shell() -> InteractiveShell:
     """A real InteractiveShell with det_nb loaded, shared so TF is imported once."""

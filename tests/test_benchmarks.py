@@ -19,7 +19,8 @@ _spec.loader.exec_module(bench)
 Goal, Row, interleave = bench.Goal, bench.Row, bench.interleave
 
 ROWS = [
-    "load", "seed", "dashboard (first)", "dashboard (update)", "modes: single-thread",
+    "load", "audit: load", "audit: default_rng(seed)", "seed", "dashboard (first)",
+    "dashboard (update)", "modes: single-thread",
     "modes: pinned {n}", "modes: op determinism", "modes: both", "fingerprint",
     "check (keras)", "check (svd)", "portable: numpy", "portable: torch", "portable: keras",
     "threads: lapack", "threads: torch", "verify", "trials",

@@ -1,0 +1,289 @@
+"""The entry points the audit watches: one function per family, each patching its module.
+
+Every family is patched once its module is imported (never importing it): what draws
+from the operating system's entropy, and what takes a seed that a clock may have given.
+Calls into C methods of extension types cannot be wrapped: ``torch.Generator().seed()``,
+and a clock seed given to NumPy's ``SeedSequence``, ``PCG64``... (docs/audit.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Callable
+from types import FrameType, ModuleType
+from typing import Any
+
+from det_nb.entropy_audit.audit import CLOCK, Call, EntropyAudit, Entry, Judge
+from det_nb.entropy_audit.user_code import callee_name
+from det_nb.sources import keras as keras_source
+
+_UNSEEN = object()
+_UNKNOWN = object()
+_NO_NAMES = frozenset()
+
+_CLOCK_FIX = ("seed from det_nb, not the clock: det_nb.lineage().trial_seed, or "
+              "det_nb.worker_seed(k) for a stream of its own")
+_SECRETS_FIX = ("draw from a seeded generator, random.Random(det_nb.worker_seed(k)) (keep "
+                "OS entropy for real secrets, out of results)")
+_NUMPY_FIX = ("use det_nb.rng(), or np.random.default_rng(det_nb.worker_seed(k)) for a stream "
+              "of its own")
+
+
+def draws(audit: EntropyAudit, judge: Judge,
+          skip: frozenset[str] = _NO_NAMES) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A maker of wrappers that, after each call, record it when ``judge`` finds it drew."""
+
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            audit.judge(judge, skip, args, kwargs)
+            return result
+
+        return wrapper
+
+    return make
+
+
+def seeds(audit: EntropyAudit, entry: Entry, *,
+          one_argument: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A maker of wrappers for seeding functions: record a seed taken on a line that reads a
+    clock. ``default_rng(seed)`` runs in tight loops: the fast path is one frame and one
+    dict lookup, and ``one_argument`` wraps a function of the seed alone without packing
+    arguments (``default_rng(seed=None)``), for about 0.2 µs a call."""
+    user, getframe = audit.user, sys._getframe
+    clock_lines = user.clock_lines
+
+    def note(frame: FrameType, lines: object) -> None:
+        """For the notebook's code with clock calls, or a file not seen before."""
+        filename = frame.f_code.co_filename
+        place = user.place(filename) if lines is _UNSEEN else user.places[filename]
+        if place is not None and frame.f_lineno in place.clock_lines:
+            audit.record(frame, place, entry)
+
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        # The seed is checked after the call: a seed it refuses is no seed taken.
+        if one_argument:
+            def wrapper(seed: Any = None) -> Any:
+                result = original(seed)
+                frame = getframe(1)
+                lines = clock_lines.get(frame.f_code.co_filename, _UNSEEN)
+                if lines:
+                    note(frame, lines)
+                return result
+        else:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                result = original(*args, **kwargs)
+                frame = getframe(1)
+                lines = clock_lines.get(frame.f_code.co_filename, _UNSEEN)
+                if lines:
+                    note(frame, lines)
+                return result
+
+        return wrapper
+
+    return make
+
+
+# -- Python: random, os, secrets, uuid --------------------------------------------------
+
+_RANDOM = Entry("random.Random() without a seed", "use random.Random(det_nb.worker_seed(k))")
+_SYSTEM_RANDOM = Entry("random.SystemRandom()", _SECRETS_FIX)
+_RANDOM_SEED = Entry("random.seed() without a seed",
+                     "remove it (%det_seed seeds random), or random.seed(det_nb.worker_seed(k))")
+_RANDOM_CLOCK = Entry("random seed", _CLOCK_FIX, CLOCK)
+
+
+def _seed_argument(args: tuple, kwargs: dict, position: int, name: str) -> object:
+    return args[position] if len(args) > position else kwargs.get(name)
+
+
+def _random(audit: EntropyAudit, random: ModuleType) -> None:
+    """``random.Random()`` and ``SystemRandom()``, ``random.seed()``, and clock seeds to them."""
+    def seeded(call: Call, seed: object) -> Entry | None:
+        if seed is None:
+            return _RANDOM_SEED
+        return _RANDOM_CLOCK if call.reads_clock() else None
+
+    def init(call: Call) -> Entry | None:  # Random.__init__(self, x=None)
+        if isinstance(call.args[0], random.SystemRandom):
+            return _SYSTEM_RANDOM
+        seed = _seed_argument(call.args, call.kwargs, 1, "x")
+        if seed is None:
+            # pickle.load(s) (C code) makes a Random() and then restores its state.
+            return None if callee_name(call.site) in ("load", "loads") else _RANDOM
+        return _RANDOM_CLOCK if call.reads_clock() else None
+
+    def global_seed(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:  # random.seed(a=None, version=2)
+            result = original(*args, **kwargs)
+            # Keras's default seeds come from this stream: repeatable once seeded.
+            audit.random_seeded = _seed_argument(args, kwargs, 0, "a") is not None
+            audit.judge(lambda call: seeded(call, _seed_argument(args, kwargs, 0, "a")),
+                        _NO_NAMES, args, kwargs)
+            return result
+
+        return wrapper
+
+    audit.patch(random.Random, "__init__", draws(audit, init))
+    audit.patch(random.Random, "seed", draws(
+        audit, lambda call: seeded(call, _seed_argument(call.args, call.kwargs, 1, "a"))))
+    audit.patch(random, "seed", global_seed)
+
+
+def _os(audit: EntropyAudit, os: ModuleType) -> None:
+    """``os.urandom()`` and ``os.getrandom()`` called by the notebook itself."""
+    for name in ("urandom", "getrandom"):
+        audit.patch(os, name, draws(audit, Entry(f"os.{name}()", _SECRETS_FIX)))
+
+
+def _secrets(audit: EntropyAudit, secrets: ModuleType) -> None:
+    """Every drawing function of ``secrets``."""
+    for name in ("token_bytes", "token_hex", "token_urlsafe", "randbits", "choice", "randbelow"):
+        audit.patch(secrets, name, draws(audit, Entry(f"secrets.{name}()", _SECRETS_FIX)))
+
+
+def _uuid(audit: EntropyAudit, uuid: ModuleType) -> None:
+    """``uuid.uuid4()``: 122 bits from ``os.urandom``."""
+    audit.patch(uuid, "uuid4", draws(audit, Entry(
+        "uuid.uuid4()",
+        "use uuid.UUID(int=random.getrandbits(128), version=4) (det_nb seeds random)")))
+
+
+# -- NumPy ------------------------------------------------------------------------------
+
+_NUMPY = Entry("NumPy SeedSequence without a seed", _NUMPY_FIX)
+_NUMPY_SEED = Entry("np.random.seed() without a seed",
+                    "remove it (%det_seed seeds NumPy's global state), or pass a seed: "
+                    "det_nb.worker_seed(k)")
+
+
+def _numpy(audit: EntropyAudit, numpy_random: ModuleType) -> None:
+    """Every generator, bit generator and SeedSequence made without a seed, and
+    ``np.random.seed()``: NumPy takes their entropy from ``bit_generator.randbits``
+    (``secrets.randbits``), which it calls from Cython, so the calling frame is the user's.
+    Clock seeds through ``np.random.seed``, ``default_rng`` and ``RandomState``.
+    """
+    random_state = getattr(numpy_random, "RandomState", None)
+
+    def judge(call: Call) -> Entry | None:
+        node = call.site.node
+        name = callee_name(call.site)
+        callee = _UNKNOWN if node is None else _resolve(node.func, call.frame)
+        if name == "jumped" or getattr(callee, "__name__", None) == "jumped":
+            return None  # a copy of a seeded state, made through an unseeded one
+        if node is not None and (name == "RandomState" or callee is random_state):
+            # RandomState(seed) makes an unseeded MT19937, then seeds it the legacy way.
+            seed = node.args[0] if node.args else next(
+                (k.value for k in node.keywords if k.arg == "seed"), None)
+            if seed is not None and not _is_none(seed, call.frame):
+                return Entry("np.random.RandomState seed", _CLOCK_FIX, CLOCK) if (
+                    call.reads_clock()) else None
+        return _NUMPY_SEED if name == "seed" else _NUMPY
+
+    bit_generator = sys.modules.get("numpy.random.bit_generator")
+    audit.patch(bit_generator, "randbits", draws(audit, judge))
+    audit.patch(numpy_random, "seed", seeds(audit, Entry("np.random.seed", _CLOCK_FIX, CLOCK),
+                                            one_argument=True))
+    audit.patch(numpy_random, "default_rng", seeds(audit, Entry(
+        "np.random.default_rng", _NUMPY_FIX, CLOCK), one_argument=True))
+
+
+def _resolve(node: ast.expr, frame: FrameType) -> object:
+    """The object a name or a module attribute in ``frame`` stands for, else _UNKNOWN.
+
+    Only dictionary look-ups and module attributes: nothing of the user's runs.
+    """
+    if isinstance(node, ast.Name):
+        for space in (frame.f_locals, frame.f_globals, frame.f_builtins):
+            if node.id in space:
+                return space[node.id]
+        return _UNKNOWN
+    if isinstance(node, ast.Attribute):
+        owner = _resolve(node.value, frame)
+        if isinstance(owner, ModuleType):
+            return getattr(owner, node.attr, _UNKNOWN)
+    return _UNKNOWN
+
+
+def _is_none(node: ast.expr, frame: FrameType) -> bool:
+    """Whether an argument is ``None``, as written or as the name's value now."""
+    if isinstance(node, ast.Constant):
+        return node.value is None
+    return _resolve(node, frame) is None
+
+
+# -- PyTorch ----------------------------------------------------------------------------
+
+_TORCH_SEED = Entry("torch.seed()", "remove it (%det_seed seeds torch), or "
+                    "torch.manual_seed(det_nb.worker_seed(k))")
+_CUDA_SEED = Entry("torch.cuda.seed()", "remove it (%det_seed seeds every CUDA device), or "
+                   "torch.cuda.manual_seed_all(det_nb.worker_seed(k))")
+
+
+def _torch(audit: EntropyAudit, torch: ModuleType) -> None:
+    """``torch.seed()``, ``torch.cuda.seed()`` / ``seed_all()``, and clock seeds to
+    ``manual_seed``. ``torch.Generator().seed()`` is a C method: not watched."""
+    for owner in (torch, getattr(torch, "random", None)):
+        audit.patch(owner, "seed", draws(audit, _TORCH_SEED))
+        audit.patch(owner, "manual_seed", seeds(audit, Entry("torch.manual_seed", _CLOCK_FIX,
+                                                               CLOCK)))
+    for owner in (getattr(torch, "cuda", None), sys.modules.get("torch.cuda.random")):
+        for name in ("seed", "seed_all"):
+            audit.patch(owner, name, draws(audit, _CUDA_SEED))
+        for name in ("manual_seed", "manual_seed_all"):
+            audit.patch(owner, name, seeds(audit, Entry(f"torch.cuda.{name}", _CLOCK_FIX,
+                                                          CLOCK)))
+
+
+# -- TensorFlow, Keras, JAX -------------------------------------------------------------
+
+_TF_FIX = ("use tf.random.Generator.from_seed(det_nb.worker_seed(k)), or "
+           "tf.random.get_global_generator() (det_nb seeds it)")
+
+
+def _tensorflow(audit: EntropyAudit, tf: ModuleType) -> None:
+    """``tf.random.Generator.from_non_deterministic_state()``, and clock seeds to
+    ``Generator.from_seed`` and ``tf.random.set_seed``."""
+    generator = getattr(sys.modules.get("tensorflow.python.ops.stateful_random_ops"),
+                        "Generator", None)
+    audit.patch(generator, "from_non_deterministic_state", draws(audit, Entry(
+        "tf.random.Generator.from_non_deterministic_state()", _TF_FIX)))
+    audit.patch(generator, "from_seed", seeds(audit, Entry(
+        "tf.random.Generator.from_seed", _TF_FIX, CLOCK)))
+    audit.patch(getattr(tf, "random", None), "set_seed", seeds(audit, Entry(
+        "tf.random.set_seed", _CLOCK_FIX, CLOCK)))
+
+
+def _keras(audit: EntropyAudit, keras: ModuleType) -> None:
+    """``keras.random.SeedGenerator()`` without a seed while Python's ``random`` is
+    unseeded (Keras takes the default seed from it: repeatable once seeded), and clock
+    seeds to ``keras.utils.set_random_seed``."""
+    seed_generator = sys.modules.get("keras.src.random.seed_generator")
+    # The caller of SeedGenerator.__init__ (which det_nb's Keras source may wrap).
+    skip = frozenset(filter(None, (getattr(seed_generator, "__file__", None),
+                                   keras_source.__file__)))
+    unseeded = Entry(
+        "keras.random.SeedGenerator() before Python's random was seeded",
+        "build it after %det_seed, or keras.random.SeedGenerator(det_nb.worker_seed(k))")
+    audit.patch(seed_generator, "make_default_seed", draws(
+        audit, lambda call: None if audit.random_seeded else unseeded, skip))
+    audit.patch(getattr(keras, "utils", None), "set_random_seed", seeds(audit, Entry(
+        "keras.utils.set_random_seed", _CLOCK_FIX, CLOCK)))
+
+
+def _jax(audit: EntropyAudit, jax: ModuleType) -> None:
+    """Clock seeds to ``jax.random.key`` and ``PRNGKey`` (JAX draws no entropy itself)."""
+    for name in ("key", "PRNGKey"):
+        audit.patch(getattr(jax, "random", None), name, seeds(audit, Entry(
+            f"jax.random.{name}",
+            "use det_nb.jax_key(), or jax.random.key(det_nb.worker_seed(k))",
+            CLOCK)))
+
+
+#: Module whose import makes a family watchable -> the function that patches it.
+FAMILIES: dict[str, Callable[[EntropyAudit, ModuleType], None]] = {
+    "random": _random, "os": _os, "secrets": _secrets, "uuid": _uuid,
+    "numpy.random": _numpy, "torch": _torch, "tensorflow": _tensorflow, "keras": _keras,
+    "jax": _jax,
+}

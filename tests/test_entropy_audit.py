@@ -1,0 +1,301 @@
+"""The entropy audit outside a kernel: at ``%load_ext`` and ``det_nb.seed()`` in fresh
+processes, in IPython's shell, in the run record, and its pure parts (clock lines, one-line
+rendering, argument checks). The real-kernel behaviour is in test_entropy_kernel.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import QUIET_TF, run_python
+from hypothesis import given
+from hypothesis import strategies as st
+
+from det_nb import entropy_audit
+from det_nb import run_record as record
+from det_nb.entropy_audit.user_code import clock_lines
+from det_nb.session import Session
+
+HELPERS = "import numpy as np\n\n\ndef noise():\n    return np.random.default_rng().random(2)\n"
+
+
+# -- pure parts ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("source", "lines"), [
+    ("random.seed(int(time.time()))", {1}),
+    ("random.seed(\n    int(time.time()))\nx = 1", {1, 2}),
+    ("s = time.time_ns() % 2**32; np.random.seed(s)", {1}),
+    ("from time import perf_counter\nrng = default_rng(int(perf_counter() * 1e6))", {2}),
+    ("key = jax.random.key(int(datetime.now().timestamp()))", {1}),
+    ("d = date.today()", {1}),
+    ("random.seed(42)\nx = 'time.time()'  # time.time()", set()),
+    ("rng = np.random.default_rng(42)", set()),
+    ("def f(:\n  time.time()", set()),  # does not parse: nothing
+])
+def test_clock_lines_are_the_lines_a_seed_would_take_a_clock_on(source, lines) -> None:
+    assert clock_lines(source) == lines
+
+
+@given(st.text(alphabet=st.sampled_from(list("time.()_ns\n now= x#'\"+1")), max_size=80))
+def test_clock_lines_takes_any_text_and_names_only_its_lines(source: str) -> None:
+    lines = clock_lines(source)
+    assert all(1 <= line <= source.count("\n") + 1 for line in lines)
+
+
+def _record(**fields) -> dict:
+    return {"cell": 6, "file": None, "line": 1, "text": "g = f()",
+            "call": "tf.random.Generator.from_non_deterministic_state()",
+            "entry": "tf.random.Generator.from_non_deterministic_state()",
+            "kind": entropy_audit.OS_ENTROPY, "fix": "use ...", "count": 1, "run_by": 6,
+            **fields}
+
+
+@pytest.mark.parametrize(("fields", "line"), [
+    ({}, "cell 6, line 1: tf.random.Generator.from_non_deterministic_state()"),
+    ({"count": 3, "call": "uuid.uuid4()"}, "cell 6, line 1: uuid.uuid4(), 3 times"),
+    ({"run_by": 9, "call": "uuid.uuid4()"}, "cell 6, line 1: uuid.uuid4(), run by cell 9"),
+    ({"cell": None, "file": "helpers.py", "line": 12, "run_by": None, "call": "os.urandom(8)"},
+     "helpers.py, line 12: os.urandom(8)"),
+    ({"kind": entropy_audit.CLOCK, "call": "random.seed(int(time.time()))"},
+     "cell 6, line 1: random.seed(int(time.time())) seeds from the clock"),
+])
+def test_a_record_is_one_line(fields, line) -> None:
+    assert entropy_audit.describe(_record(**fields)) == line
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"cell": -1}, "cell must be a non-negative integer (an execution count), got -1"),
+    ({"cell": True}, "cell must be a non-negative integer (an execution count), got True"),
+    ({"cell": "6"}, "cell must be a non-negative integer (an execution count), got '6'"),
+    ({"since": 1.5}, "since must be a non-negative integer (an execution count mark from "
+                     "mark()), got 1.5"),
+])
+def test_records_refuses_what_is_not_a_count(arguments, message) -> None:
+    with pytest.raises(ValueError) as refused:
+        entropy_audit.records(**arguments)
+    assert str(refused.value) == message
+
+
+# -- at %load_ext and det_nb.seed(), in fresh processes -----------------------------------
+
+def test_load_ext_imports_no_framework_and_the_next_cell_watches_numpy() -> None:
+    result = run_python("""
+        import json, random, sys
+        import det_nb
+        off = det_nb.status().check("unseeded randomness").text()
+        from IPython.core.interactiveshell import InteractiveShell
+        shell = InteractiveShell.instance()
+        shell.run_line_magic("load_ext", "det_nb")
+        loaded = {"imported": [m for m in ("numpy", "tensorflow", "torch", "jax", "keras", "wrapt")
+                               if m in sys.modules],
+                  "random watched": hasattr(random.Random.__dict__["__init__"], "__wrapped__")}
+        assert shell.run_cell("import numpy as np\\nrng = np.random.default_rng()",
+                              store_history=True).success
+        from det_nb import entropy_audit
+        print(json.dumps({"off": off, **loaded, "records": entropy_audit.records()}))
+    """)
+    assert result["off"] == ("[off ] unseeded randomness: not watched: the audit starts with "
+                             "%load_ext det_nb or det_nb.seed()\n       fix: %load_ext det_nb")
+    assert result["imported"] == []  # not even wrapt: its post-import hooks wait for a cell
+    assert result["random watched"] is True
+    [found] = result["records"]
+    assert (found["cell"], found["line"], found["call"], found["text"], found["run_by"]) == (
+        1, 2, "np.random.default_rng()", "rng = np.random.default_rng()", 1)
+
+
+def test_unload_puts_every_entry_point_back_and_reload_watches_again() -> None:
+    result = run_python("""
+        import json, os, random, secrets, uuid
+        import numpy as np
+        import numpy.random.bit_generator as bit_generator
+        from IPython.core.interactiveshell import InteractiveShell
+
+        def entry_points():
+            return [random.Random.__dict__["__init__"], random.Random.__dict__["seed"],
+                    random.seed, os.urandom, uuid.uuid4, secrets.token_hex, secrets.randbits,
+                    bit_generator.randbits, np.random.default_rng, np.random.seed]
+
+        before = entry_points()
+        shell = InteractiveShell.instance()
+        shell.run_line_magic("load_ext", "det_nb")
+        assert shell.run_cell("import uuid\\nu = uuid.uuid4()", store_history=True).success
+        watched = [now is not then for now, then in zip(entry_points(), before)]
+        shell.run_line_magic("unload_ext", "det_nb")
+        restored = [now is then for now, then in zip(entry_points(), before)]
+        reset_restored = "reset" not in vars(shell)
+        from wrapt import importer
+        waiting = [name for name, hooks in importer._post_import_hooks.items() if hooks]
+        assert shell.run_cell("v = uuid.uuid4()", store_history=True).success
+        from det_nb import entropy_audit
+        kept = [r["call"] for r in entropy_audit.records()]
+        shell.run_line_magic("load_ext", "det_nb")
+        assert shell.run_cell("w = uuid.uuid4()", store_history=True).success
+        print(json.dumps({"watched": watched, "restored": restored, "kept": kept,
+                          "reset restored": reset_restored, "hooks waiting": waiting,
+                          "after reload": [r["cell"] for r in entropy_audit.records()]}))
+    """)
+    assert result["watched"] == [True] * 10
+    assert result["restored"] == [True] * 10
+    assert result["reset restored"] is True
+    assert result["hooks waiting"] == []  # torch, TensorFlow... are not imported
+    assert result["kept"] == ["uuid.uuid4()"]  # unloading stops watching, keeps the records
+    assert result["after reload"] == [1, 3]
+
+
+def _run_script(folder: Path, source: str) -> dict:
+    """Run ``source`` as ``folder/script.py`` (cwd ``folder``); the JSON it printed last."""
+    (folder / "script.py").write_text(textwrap.dedent(source))
+    done = subprocess.run([sys.executable, "script.py"], cwd=folder, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **QUIET_TF})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_det_nb_seed_in_a_script_watches_the_script_and_its_folder_only(tmp_path) -> None:
+    (tmp_path / "helpers.py").write_text(HELPERS)
+    library = tmp_path.parent / f"{tmp_path.name}-library"
+    library.mkdir()
+    (library / "thirdparty.py").write_text(HELPERS)
+    result = _run_script(tmp_path, f"""\
+        import json, sys, tempfile
+        import det_nb
+        det_nb.seed(42, trial=3)
+        import numpy as np
+        import helpers
+        sys.path.append({str(library)!r})
+        import thirdparty
+        rng = np.random.default_rng()
+        helpers.noise()
+        thirdparty.noise()
+        tempfile.mkdtemp()
+        from det_nb import entropy_audit
+        print(json.dumps({{"verdict": det_nb.status().verdict(),
+                           "records": entropy_audit.records()}}))
+    """)
+    assert [(r["file"], r["line"], r["call"], r["cell"], r["run_by"])
+            for r in result["records"]] == [
+        ("script.py", 8, "np.random.default_rng()", None, None),
+        ("helpers.py", 5, "np.random.default_rng()", None, None),
+    ]
+    assert result["verdict"].startswith("NOT reproducible: ")
+    assert "(unseeded randomness: script.py, line 8 and helpers.py, line 5: use det_nb.rng()" \
+        in result["verdict"]
+
+
+def test_a_script_that_seeds_its_own_generators_stays_reproducible(tmp_path) -> None:
+    result = _run_script(tmp_path, """\
+        import json, random, uuid
+        import det_nb
+        det_nb.seed(42, trial=3)
+        import numpy as np
+        rng = np.random.default_rng(det_nb.worker_seed(1))
+        mine = det_nb.rng()
+        run_id = uuid.UUID(int=random.getrandbits(128), version=4)
+        print(json.dumps({"verdict": det_nb.status().verdict(),
+                          "check": det_nb.status().check("unseeded randomness").state}))
+    """)
+    assert result["check"] == "ok"
+    assert result["verdict"].startswith("reproducible on this machine: "), result["verdict"]
+
+
+# -- in IPython's shell -------------------------------------------------------------------
+
+def test_terminal_cells_are_named_by_execution_count(shell) -> None:
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")
+    first = shell.execution_count
+    assert shell.run_cell("import uuid\nu = uuid.uuid4()", store_history=True).success
+    shell.run_line_magic("det_seed", "42 --trial 3 --quiet")  # re-seeding keeps records
+    [found] = entropy_audit.records()
+    assert (found["cell"], found["line"], found["run_by"]) == (first, 2, first)
+    assert entropy_audit.records(cell=first) == [found]
+    assert entropy_audit.records(cell=first + 1) == []
+    mark = entropy_audit.mark()
+    assert entropy_audit.records(since=mark) == []
+    shell.run_cell("v = uuid.uuid4()", store_history=True)
+    assert [r["cell"] for r in entropy_audit.records(since=mark)] == [first + 1]
+
+
+def test_a_generator_unpickled_or_copied_in_a_cell_is_not_a_draw(shell) -> None:
+    """Unpickling makes an unseeded Random or NumPy generator, then restores its state."""
+    assert shell.run_cell(
+        "import copy, pickle, random\nimport numpy as np\n"
+        "r = pickle.loads(pickle.dumps(random.Random(5)))\n"
+        "g = pickle.loads(pickle.dumps(np.random.default_rng(5)))\n"
+        "s = pickle.loads(pickle.dumps(np.random.RandomState(5)))\n"
+        "c = copy.deepcopy([r, g, s])", store_history=True).success
+    assert entropy_audit.records() == []
+
+
+def test_the_status_lists_ten_records_and_groups_their_fixes(shell) -> None:
+    calls = [f"a{n} = uuid.uuid4()" for n in range(11)] + ["b = os.urandom(1)"]
+    cell = shell.execution_count
+    assert shell.run_cell("import os, uuid\n" + "\n".join(calls), store_history=True).success
+    check = entropy_audit.status_check()
+    assert check.state == "warn" and not check.caveat
+    assert check.detail.startswith(
+        "12 call(s) in the notebook's code drew from OS entropy or seeded from a clock: "
+        f"cell {cell}, line 2: uuid.uuid4(); cell {cell}, line 3: uuid.uuid4(); ")
+    assert check.detail.endswith(
+        f"cell {cell}, line 11: uuid.uuid4(); 2 more in det_nb.entropy_audit.records()")
+    lines = " and ".join(f"cell {cell}, line {line}" for line in range(2, 12))
+    assert check.fix == (
+        f"{lines}: use uuid.UUID(int=random.getrandbits(128), version=4) (det_nb seeds "
+        "random); 2 more in det_nb.entropy_audit.records(); then %reset -f (or restart the "
+        "kernel) and run the cells again")
+
+
+# -- the run record -----------------------------------------------------------------------
+
+@pytest.fixture
+def seeded() -> Session:
+    session = Session()
+    session.seed(42, 3)
+    yield session
+    session.close()
+
+
+def test_the_run_record_carries_the_records(shell, seeded: Session, tmp_path: Path) -> None:
+    assert shell.run_cell("import secrets\nt = secrets.token_hex(2)", store_history=True).success
+    data = record.build(seeded)
+    assert data["unseeded_randomness"] == entropy_audit.records()
+    [found] = data["unseeded_randomness"]
+    assert found["call"] == "secrets.token_hex(2)"
+    status = {check["name"]: check for check in data["status"]}
+    assert status["unseeded randomness"]["state"] == "warn"
+    path = record.save(seeded, tmp_path / "run.json")
+    assert record.load(path).unseeded_randomness == (found,)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.update(version=2), "the record has unknown ['unseeded_randomness']"),
+    (lambda d: d["unseeded_randomness"].append(_record(kind="dice")),
+     "unseeded_randomness: kind must be one of os entropy, clock seed, got 'dice'"),
+    (lambda d: d["unseeded_randomness"].append(_record(count=0)),
+     "unseeded_randomness: count must be at least 1, got 0"),
+    (lambda d: d["unseeded_randomness"].append(_record(line="1")),
+     "unseeded_randomness[0].line must be an integer, got '1'"),
+    (lambda d: d["unseeded_randomness"].append({"cell": 1}), "unseeded_randomness[0] lacks"),
+])
+def test_a_bad_audit_record_is_refused_in_one_line(seeded: Session, tmp_path: Path, change,
+                                                   message) -> None:
+    data = record.build(seeded)
+    change(data)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError) as refused:
+        record.load(path)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_text_read_from_a_record_is_escaped(seeded: Session, tmp_path: Path) -> None:
+    data = record.build(seeded)
+    data["unseeded_randomness"].append(_record(text="x = 1\n[ok  ] forged"))
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))
+    [loaded] = record.load(path).unseeded_randomness
+    assert loaded["text"] == "x = 1\\n[ok  ] forged"
