@@ -206,6 +206,7 @@ class NotebookVerdict:
                          f"{_error_shown(theirs.error)} in {parting.other.label}")
         if parting.outputs_differ:
             lines += self._output_lines(parting)
+        lines += self._unseeded_lines(parting)
         if parting.later:
             shown = ", ".join(str(k) for k in parting.later[:10])
             more = ", ..." if len(parting.later) > 10 else ""
@@ -222,6 +223,23 @@ class NotebookVerdict:
             lines.append(f"  det_nb warnings in {reference.label}:")
             lines += [f"    {printable(warning)}" for warning in reference.status_warnings]
         return lines
+
+    def _unseeded_lines(self, parting: Parting) -> list[str]:
+        """The entropy audit's records of the parting cell (else of the cells before it):
+        calls that drew from OS entropy or seeded from a clock, the likely cause."""
+        index = parting.cell.index
+        runs = (self.runs[0], parting.other)
+        found = list(dict.fromkeys(line for run in runs for cell in run.cells
+                                   if cell.index == index for line in cell.unseeded))
+        title = "  likely cause, unseeded randomness in this cell (det_nb's entropy audit):"
+        if not found:
+            found = list(dict.fromkeys(line for run in runs for cell in run.cells
+                                       if cell.index < index for line in cell.unseeded))
+            title = ("  likely cause, unseeded randomness in earlier cells (det_nb's entropy "
+                     "audit):")
+        if not found:
+            return []
+        return [title, *(f"    {printable(line)}" for line in found)]
 
     def _output_lines(self, parting: Parting) -> list[str]:
         """What differs in the parting cell's outputs: its first differing line if known."""
@@ -588,6 +606,7 @@ def _run_json(run: RunData) -> dict[str, Any]:
                 "error": cell.error,
                 "names": {name: {"digest": fp.digest, "description": fp.description,
                                  "kind": fp.kind} for name, fp in cell.names.items()},
+                "unseeded": cell.unseeded,
             }
             for cell in run.cells
         ],
@@ -598,7 +617,8 @@ def _report_schema() -> dict[str, object]:
     from det_nb.files import MapOf
 
     cell = {"index": int, "first_line": str, "outputs_digest": str, "error": (str, None),
-            "names": MapOf({"digest": str, "description": str, "kind": str})}
+            "names": MapOf({"digest": str, "description": str, "kind": str}),
+            "unseeded": [str]}
     run = {"label": str, "varied": MapOf(str), "error": (str, None), "record": (dict, None),
            "environment": dict, "status_warnings": [str], "cells": [cell]}
     notebook = {"path": str, "verdict": str, "first_parting_cell": (int, None),
@@ -632,7 +652,7 @@ def load_report(path: str) -> dict[str, RunData]:
             CellResult(c["index"], c["first_line"],
                        {n: NameFingerprint(n, f["digest"], f["description"], f["kind"])
                         for n, f in c["names"].items()},
-                       c["outputs_digest"], c["error"])
+                       c["outputs_digest"], c["error"], unseeded=c["unseeded"])
             for c in run["cells"]
         ]
         stored[notebook["path"]] = RunData(

@@ -99,7 +99,11 @@ def test_unseeded_generator_is_reported_at_its_cell_with_its_names(verified: dic
     assert lines[2] == "    g: Generator state differs, so its next draws differ"
     assert lines[3].startswith("    w: ndarray float64 (3,): 3 of 3 elements differ; "
                                "max abs difference")
-    assert lines[4] == "  later cells that differ as a consequence: 1 (cell 4)"
+    # det_nb's entropy audit, which the runner starts in every kernel, names the call
+    assert lines[4:6] == [
+        "  likely cause, unseeded randomness in this cell (det_nb's entropy audit):",
+        "    cell 3, line 1: np.random.default_rng()"]
+    assert lines[6] == "  later cells that differ as a consequence: 1 (cell 4)"
     causes = "\n".join(lines[:4])
     assert "x:" not in causes and "v:" not in causes  # x came before, v follows from w
 
@@ -114,8 +118,28 @@ def test_json_report_holds_every_cell_and_name(verified: dict) -> None:
     assert run["record"]["lineage"]["experiment_seed"] == 42
     assert [cell["index"] for cell in run["cells"]] == [1, 2, 3, 4]
     assert run["cells"][2]["names"]["w"]["description"] == "ndarray float64 (3,)"
+    assert [cell["unseeded"] for cell in run["cells"]] == [
+        [], [], ["cell 3, line 1: np.random.default_rng()"], []]
     assert run["cells"][2]["names"]["w"]["digest"] != drift["runs"][1]["cells"][2]["names"][
         "w"]["digest"]
+
+
+def test_the_audit_names_an_unseeded_call_in_an_unseeded_notebook(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without det_nb in the notebook, the likely cause is still named: in an earlier cell,
+    by the cell's own number, with the cell that ran it."""
+    path = write_notebook(tmp_path, "plain.ipynb", [
+        "import uuid\ndef run_id():\n    return uuid.uuid4().hex",
+        "x = 1",
+        "name = run_id()"])
+    status, out, _ = verify_main([path], capsys)
+    assert status == 1
+    lines = out.splitlines()
+    assert lines[0].endswith("runs parted at cell 3: name = run_id()")
+    assert lines[lines.index("  likely cause, unseeded randomness in this cell (det_nb's "
+                             "entropy audit):") + 1] == (
+        "    cell 1, line 3: uuid.uuid4(), run by cell 3")
 
 
 def test_against_a_stored_report(verified: dict, capsys: pytest.CaptureFixture[str]) -> None:

@@ -74,6 +74,9 @@ class CellResult:
     error: str | None = None  # "ename: evalue", normalised as outputs are
     #: The outputs as a reader sees them (fresh runs only; not stored in reports).
     outputs_text: str | None = None
+    #: The cell's calls that drew from OS entropy or seeded from a clock, as the entropy
+    #: audit describes them, cells numbered as here ("cell 6, line 1: uuid.uuid4()").
+    unseeded: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -248,6 +251,7 @@ class KernelRun:
         self.collected: dict[str, object] = {}
         self.environment: dict[str, Any] = {}
         self._positions = [i for i, c in enumerate(self.notebook.cells) if c.cell_type == "code"]
+        self._cell_of_count: dict[int, int] = {}  # the kernel's execution count -> code cell
         self._started = 0.0
         self._seconds = 0.0
 
@@ -297,18 +301,28 @@ class KernelRun:
         error = next((error_text(o, self.sanitizer) for o in cell.outputs
                       if o.get("output_type") == "error"), None)
         try:
-            names = {name: NameFingerprint(name, *fields)
-                     for name, fields in (await self._call(f"{_PROBE}.take_cell()")).items()}
+            taken = await self._call(f"{_PROBE}.take_cell()")
         except RuntimeError as probe_error:
             self.error = f"cell {number}: det_nb could not fingerprint it: {probe_error}"
             return None
+        names = {name: NameFingerprint(name, *fields) for name, fields in taken["names"].items()}
+        self._cell_of_count[taken["count"]] = number
         text = reader_text(cell.outputs, self.sanitizer)
         result = CellResult(number, _first_line(cell.source), names, text_digest(text), error,
-                            text)
+                            text, [self._unseeded(record) for record in taken["unseeded"]])
         self.cells.append(result)
         if error is not None and not self.allow_errors and not _raises_on_purpose(cell):
             self.error = f"cell {number}: {error}"
         return result
+
+    def _unseeded(self, record: dict[str, Any]) -> str:
+        """An entropy audit record in one line, its cells numbered as the notebook's code
+        cells (the kernel numbers them by execution count)."""
+        from det_nb.entropy_audit import describe
+
+        numbered = {**record, **{key: self._cell_of_count.get(record[key])
+                                 for key in ("cell", "run_by") if record[key] is not None}}
+        return describe(numbered)
 
     async def finish(self, collect: Sequence[str] = ()) -> None:
         """Read the run record, det_nb's warnings and the ``collect`` names."""

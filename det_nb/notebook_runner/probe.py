@@ -10,6 +10,10 @@ uses; it imports no NumPy for plain values, and neither does the probe, so CPU-k
 that ``%det_seed`` sets still act on the NumPy the notebook imports later. Code a cell
 defines (:func:`det_nb.fingerprint.is_code`: functions, classes, modules) is not a result:
 it is neither compared nor listed.
+
+The probe also starts det_nb's entropy audit (:mod:`det_nb.entropy_audit`), whether or not
+the notebook loads det_nb: each cell's answer carries the calls it made that drew from OS
+entropy or seeded from a clock, which verify names as the likely cause where runs part.
 """
 
 from __future__ import annotations
@@ -34,10 +38,15 @@ class _Probe:
     """After each cell, the names it changed and their fingerprints."""
 
     def __init__(self, shell: Any) -> None:
+        from det_nb import entropy_audit
+
         self.shell = shell
         self.tracked: dict[str, _Tracked] = {}
-        self.cell: dict[str, list[str]] = {}
+        self.cell: dict[str, Any] = {}
         self.failure: str | None = None
+        entropy_audit.install(shell)
+        entropy_audit.activate()
+        self.audit_mark = entropy_audit.mark()
 
     def after_cell(self, result: Any) -> None:
         """post_run_cell: fingerprint the cell's names; a failure is kept for take_cell.
@@ -45,9 +54,14 @@ class _Probe:
         IPython would print an exception raised here into the cell's outputs, where it
         would pass for the user's own error.
         """
+        from det_nb import entropy_audit
+
         try:
             self.failure = None
-            self.cell = self._changes(result.info.raw_cell or "")
+            unseeded = entropy_audit.records(since=self.audit_mark)
+            self.audit_mark = entropy_audit.mark()
+            self.cell = {"names": self._changes(result.info.raw_cell or ""),
+                         "count": result.execution_count, "unseeded": unseeded}
         except Exception as error:
             self.failure = f"{type(error).__name__}: {error}"
 
@@ -122,7 +136,8 @@ def seed_kernel(seed: int, trial: int | None, scheme: str | None) -> str:
 
 
 def take_cell() -> str:
-    """The last cell's names as JSON {name: [digest, description, kind]}."""
+    """The last cell as JSON: ``names`` {name: [digest, description, kind]}, its execution
+    ``count``, and the entropy audit's records of the draws it made (``unseeded``)."""
     assert _PROBE is not None
     if _PROBE.failure is not None:
         raise RuntimeError(_PROBE.failure)
