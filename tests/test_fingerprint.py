@@ -267,7 +267,7 @@ def test_random_generators_compare_by_state() -> None:
 def test_summaries() -> None:
     assert fingerprint(np.zeros((2, 3), np.float32)).summary == "ndarray float32 (2, 3)"
     assert fingerprint(np.float64(1)).summary == "numpy float64"
-    assert fingerprint({"a": 1}).summary == "dict (1 keys)"
+    assert fingerprint({"a": 1}).summary == "dict (1 key)"
     assert fingerprint([1, 2]).summary == "list (len 2)"
     assert fingerprint("abc").summary == "str (len 3)"
     assert fingerprint(3).summary == "int"

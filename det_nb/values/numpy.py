@@ -65,6 +65,8 @@ def array_view(array: Any, kind: str, dtype_name: str | None = None) -> View:
     """
     dtype = dtype_name or array.dtype.name
     summary = f"{kind} {dtype} {tuple(array.shape)}"
+    if array.dtype.fields is not None:
+        array = _without_padding(array)
     span = _memory_span(array)
     if span is None:
         return View("array", kind, array, summary)
@@ -76,6 +78,16 @@ def array_view(array: Any, kind: str, dtype_name: str | None = None) -> View:
              "offset": first, "memory": buffer}
     return parts(f"{kind} view", named,
                  f"{summary}, a view of {buffer.nbytes} bytes of memory")
+
+
+def _without_padding(array: Any) -> Any:
+    """A structured array with its fields packed: the padding bytes between or after fields
+    hold whatever memory held before (a scikit-learn tree's nodes), so equal records would
+    hash differently. Copies only where there is padding."""
+    from numpy.lib import recfunctions  # part of NumPy, which is loaded
+
+    packed = recfunctions.repack_fields(array.dtype)
+    return array if packed.itemsize == array.dtype.itemsize else array.astype(packed)
 
 
 def _summary(kind: str, array: Any) -> str:

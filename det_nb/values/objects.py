@@ -31,7 +31,7 @@ class Objects(Family):
             named = {field.name: getattr(value, field.name) for field in dataclasses.fields(kind)}
             return parts(name, named, f"{name} ({count(len(named), 'field')})")
         if isinstance(value, collections.abc.Mapping):
-            return View("map", name, value, f"{name} ({len(value)} keys)")
+            return View("map", name, value, f"{name} ({count(len(value), 'key')})")
         named = _attributes(value, kind) if _python_class(kind) else None
         if named is None:
             return None

@@ -51,7 +51,7 @@ class Python(Family):
         if isinstance(value, (list, tuple, collections.deque)):
             return View("seq", kind, value, f"{kind} (len {len(value)})")
         if isinstance(value, dict):
-            return View("map", kind, value, f"{kind} ({len(value)} keys)")
+            return View("map", kind, value, f"{kind} ({count(len(value), 'key')})")
         if isinstance(value, (set, frozenset)):
             return View("set", kind, value, f"{kind} (len {len(value)})")
         if isinstance(value, random.SystemRandom):
