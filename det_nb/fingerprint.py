@@ -27,6 +27,7 @@ that exception as the reason, and is never raised to the caller.
 from __future__ import annotations
 
 import functools
+import os
 import struct
 import sys
 import types
@@ -40,6 +41,8 @@ from det_nb.values import Reduced, View, view_of
 from det_nb.values.pandas import ROWS
 
 if TYPE_CHECKING:  # NumPy is imported only where a NumPy value is met
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
 # The view every value is reduced to (det_nb.values.base.View), under its former name.
@@ -50,6 +53,10 @@ _BLOCK_BYTES = 4 << 20
 _TILE_COLUMNS = 256
 # Exactly these types (not subclasses such as numpy.float64) take the fast path.
 _PLAIN_SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes})
+# A container's arrays of at least this many bytes are hashed in threads when it holds
+# several (see _Walk._hash_arrays_ahead); one with more children than this is fed in order.
+_AHEAD_MIN_BYTES = 256 << 10
+_AHEAD_MAX_CHILDREN = 10_000
 # Deeper nesting than this is reported as unfingerprintable rather than risking recursion.
 _MAX_DEPTH = 100
 # A path of more steps than this is shown by its first and last steps and its length.
@@ -272,6 +279,7 @@ class _Walk:
         self._digests: dict[int, bytes] = {}
         self._alive: list[object] = []
         self._active: set[int] = set()  # containers on the current path
+        self._views: dict[int, View] = {}  # children's views made by _hash_arrays_ahead
 
     def digest(self, value: object, view: View | None = None, depth: int = 0) -> bytes:
         """xxh3_128 of ``value``; raises _Unsupported (with the path) if it cannot be hashed.
@@ -306,12 +314,12 @@ class _Walk:
             raise _Unsupported((), view.payload)
         if depth > _MAX_DEPTH:
             raise _Unsupported((), f"nested more than {_MAX_DEPTH} levels deep")
-        _feed_bytes(hasher, f"{view.category}:{view.kind}".encode())
+        hasher.update(_tag(view.category, view.kind))
         if view.category == "array":
-            # The summary carries the framework's dtype: a bfloat16 tensor is hashed
-            # through float32 values, and must not equal the float32 tensor of them.
-            _feed_bytes(hasher, view.summary.encode())
-            self._feed_array(hasher, view.payload, depth)
+            if view.payload.dtype.hasobject:
+                self._feed_objects(hasher, view, depth)
+            else:
+                _feed_array(hasher, view)
             return
         if view.category == "scalar":
             _feed_scalar(hasher, view.payload)
@@ -335,10 +343,45 @@ class _Walk:
                 digests.append(sub.digest())
             hasher.update(b"".join(sorted(digests)))
             return
-        for key, child in _children(view):
-            if view.category != "seq":
-                self._feed_child(hasher, key, lambda k=key: _key_step(view, k), depth)
-            self._feed_child(hasher, child, lambda k=key: _step(view, k), depth)
+        ahead = self._hash_arrays_ahead(view, depth + 1)
+        try:
+            for key, child in _children(view):
+                if view.category != "seq":
+                    self._feed_child(hasher, key, lambda k=key: _key_step(view, k), depth)
+                self._feed_child(hasher, child, lambda k=key: _step(view, k), depth)
+        finally:
+            for ident in ahead:
+                self._views.pop(ident, None)
+
+    def _hash_arrays_ahead(self, view: View, depth: int) -> list[int]:
+        """Hash a container's big arrays (a model's tensors) in threads before its children
+        are fed in order; xxhash releases the GIL, so they are hashed in parallel. The
+        children's views are kept for _feed_child; returns the ids they are kept under."""
+        if len(view.payload) > _AHEAD_MAX_CHILDREN or depth > _MAX_DEPTH:
+            return []
+        kept, arrays = [], []
+        for _, child in _children(view):
+            ident = id(child)
+            if type(child) in _PLAIN_SCALARS or ident in self._digests or ident in self._views:
+                continue
+            child_view = _view_of(child)
+            self._views[ident] = child_view
+            kept.append(ident)
+            payload = child_view.payload
+            if child_view.category == "array" and not payload.dtype.hasobject and (
+                    payload.nbytes >= _AHEAD_MIN_BYTES and payload.flags.c_contiguous):
+                arrays.append((child, child_view))
+        threads = _hashing_threads()
+        if len(arrays) > 1 and threads > 1:
+            own, *others = _shares(arrays, threads)  # this thread hashes a share too
+            done = [(share, _hashing_pool().submit(_array_digests, share)) for share in others]
+            results = [(own, _array_digests(own))]
+            results += [(share, future.result()) for share, future in done]
+            for share, digests in results:
+                for (child, _), digest in zip(share, digests, strict=True):
+                    self._digests[id(child)] = digest
+                    self._alive.append(child)
+        return kept
 
     def _feed_child(self, hasher: Any, child: object, step: Callable[[], Step],
                     depth: int) -> None:
@@ -350,7 +393,7 @@ class _Walk:
             return
         digest = self._digests.get(id(child))
         if digest is None:
-            view = _view_of(child)
+            view = self._views.get(id(child)) or _view_of(child)
             if view.category == "scalar":  # a str subclass, a bytearray, a scalar's Snapshot
                 hasher.update(b"s")
                 _feed_bytes(hasher, f"scalar:{view.kind}".encode())
@@ -363,29 +406,87 @@ class _Walk:
         hasher.update(b"d")
         hasher.update(digest)
 
-    def _feed_array(self, hasher: Any, array: np.ndarray, depth: int) -> None:
-        """Hash dtype, shape and the elements in C order, without copying the whole array."""
+    def _feed_objects(self, hasher: Any, view: View, depth: int) -> None:
+        """An object array: summary, dtype and shape, then each element as a child."""
         import numpy as np  # loaded: an array was met
 
-        _feed_bytes(hasher, str(array.dtype.descr if array.dtype.fields else array.dtype.str)
-                    .encode())
-        _feed_bytes(hasher, repr(tuple(array.shape)).encode())
-        if array.dtype.hasobject:
-            for index, item in enumerate(array.ravel()):
-                self._feed_child(
-                    hasher, item,
-                    lambda i=index: (None, _index_text(np.unravel_index(i, array.shape))), depth,
-                )
-        elif array.flags.c_contiguous:
-            hasher.update(array.reshape(-1).view(np.uint8))
-        else:
-            buffer = np.empty(0, array.dtype)  # reused: one allocation, not one per block
-            for _, (block,) in _blocks((array,)):
-                if buffer.size < block.size:
-                    buffer = np.empty(block.size, array.dtype)
-                out = buffer[: block.size].reshape(block.shape)
-                _copy_in_c_order(out, block)
-                hasher.update(out.reshape(-1).view(np.uint8))
+        array = view.payload
+        _feed_array_header(hasher, view)
+        for index, item in enumerate(array.ravel()):
+            self._feed_child(
+                hasher, item,
+                lambda i=index: (None, _index_text(np.unravel_index(i, array.shape))), depth,
+            )
+
+
+def _feed_array_header(hasher: Any, view: View) -> None:
+    # The summary carries the framework's dtype: a bfloat16 tensor is hashed through
+    # float32 values, and must not equal the float32 tensor of them.
+    _feed_bytes(hasher, view.summary.encode())
+    _feed_bytes(hasher, _dtype_text(view.payload.dtype))
+    _feed_bytes(hasher, repr(tuple(view.payload.shape)).encode())
+
+
+def _feed_array(hasher: Any, view: View) -> None:
+    """Hash summary, dtype, shape and the elements in C order, without copying the whole
+    array (a non-contiguous one is copied a block at a time)."""
+    import numpy as np  # loaded: an array was met
+
+    array = view.payload
+    _feed_array_header(hasher, view)
+    if array.flags.c_contiguous:
+        hasher.update(array.reshape(-1).view(np.uint8))
+        return
+    buffer = np.empty(0, array.dtype)  # reused: one allocation, not one per block
+    for _, (block,) in _blocks((array,)):
+        if buffer.size < block.size:
+            buffer = np.empty(block.size, array.dtype)
+        out = buffer[: block.size].reshape(block.shape)
+        _copy_in_c_order(out, block)
+        hasher.update(out.reshape(-1).view(np.uint8))
+
+
+def _array_digests(share: list[tuple[object, View]]) -> list[bytes]:
+    """The digests _Walk.digest gives these arrays of plain data (run in a hashing thread)."""
+    digests = []
+    for _, view in share:
+        hasher = xxhash.xxh3_128()
+        hasher.update(_tag(view.category, view.kind))
+        _feed_array(hasher, view)
+        digests.append(hasher.digest())
+    return digests
+
+
+def _shares(arrays: list[tuple[object, View]], count: int) -> list[list[tuple[object, View]]]:
+    """``arrays`` split into ``count`` shares of about equal bytes (one task per thread:
+    a task per array would cost more than hashing a small one)."""
+    shares: list[list[tuple[object, View]]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for item in sorted(arrays, key=lambda item: -item[1].payload.nbytes):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(item)
+        loads[lightest] += item[1].payload.nbytes
+    return [share for share in shares if share]
+
+
+@functools.cache
+def _hashing_threads() -> int:
+    """How many threads hash arrays side by side: the CPUs this process may use, up to 4."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(4, usable or 1)
+
+
+@functools.cache
+def _hashing_pool() -> ThreadPoolExecutor:
+    """The threads that hash the shares the walking thread leaves to them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(_hashing_threads() - 1, thread_name_prefix="det_nb-hash")
+
+
+@functools.lru_cache(maxsize=1024)
+def _dtype_text(dtype: np.dtype) -> bytes:
+    return str(dtype.descr if dtype.fields else dtype.str).encode()
 
 
 def _key_step(view: View, key: object) -> Step:
@@ -426,8 +527,18 @@ def _copy_in_c_order(out: np.ndarray, block: np.ndarray) -> None:
 
 
 def _feed_bytes(hasher: Any, data: bytes) -> None:
-    hasher.update(struct.pack("<Q", len(data)))
-    hasher.update(data)
+    if len(data) < 4096:  # one call for the many short tags and names
+        hasher.update(struct.pack("<Q", len(data)) + data)
+    else:  # no copy of a big one
+        hasher.update(struct.pack("<Q", len(data)))
+        hasher.update(data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag(category: str, kind: str) -> bytes:
+    """What starts a value's hash: its category and kind, length-prefixed (made once)."""
+    data = f"{category}:{kind}".encode()
+    return struct.pack("<Q", len(data)) + data
 
 
 def _blocks(arrays: tuple[np.ndarray, ...], offset: int = 0) -> Iterator[tuple[int, tuple]]:

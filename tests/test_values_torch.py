@@ -1,44 +1,32 @@
 """The torch family: modules by state_dict and training mode, optimizers and schedulers by
-state_dict, generators by state, tensors of every layout and device, valueless tensors."""
+state_dict, generators by state, tensors of every layout and device, valueless tensors.
+
+No torch optimizer is created in this process: that imports triton, which aborts a
+process that has loaded TensorFlow (other test modules do)."""
 
 from __future__ import annotations
 
 import warnings
 
 import pytest
+from conftest import run_python
 
 from det_nb.fingerprint import Fingerprint, describe_difference, fingerprint, snapshot
 
 torch = pytest.importorskip("torch")
 
 
-def trained(seed: int) -> tuple:
-    """A small model with a BatchNorm (buffers), its Adam optimizer and an LR scheduler,
-    after one step on data drawn from ``seed``."""
+def model(seed: int) -> object:
+    """A small model with a BatchNorm (parameters and buffers), built from ``seed``."""
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU())
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
-    data = torch.randn(8, 4, generator=torch.Generator().manual_seed(seed))
-    net(data).pow(2).mean().backward()
-    optimizer.step()
-    scheduler.step()
-    return net, optimizer, scheduler
-
-
-def test_a_model_its_optimizer_and_scheduler_from_the_same_seed_are_equal() -> None:
-    first, again = trained(0), trained(0)
-    for a, b in zip(first, again, strict=True):
-        assert fingerprint(a) == fingerprint(b)
-        assert fingerprint(snapshot(a)) == fingerprint(a)
-    assert [fingerprint(v).summary for v in first] == [
-        "Sequential (torch.nn.Module, 7 tensors)", "Adam (torch.optim.Optimizer)",
-        "StepLR (torch.optim.lr_scheduler.LRScheduler)"]
+    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU())
 
 
 def test_a_buffer_that_differs_is_named_by_its_state_dict_key() -> None:
     """Parameters and buffers count: the BatchNorm's running mean saw other data."""
-    net, other = trained(0)[0], trained(0)[0]
+    net, other = model(0), model(0)
+    assert fingerprint(net) == fingerprint(other)
+    assert fingerprint(net).summary == "Sequential (torch.nn.Module, 7 tensors)"
     net(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)))  # updates the buffers
     other(torch.randn(8, 4, generator=torch.Generator().manual_seed(2)))
     found = describe_difference(net, other, "net")
@@ -46,26 +34,66 @@ def test_a_buffer_that_differs_is_named_by_its_state_dict_key() -> None:
         "net: torch.nn.Module: state_dict['1.running_mean']: 3 of 3 elements differ; "
         "max abs difference ")
     assert found.endswith("; first at state_dict['1.running_mean'][0]")
+    assert fingerprint(snapshot(net)) == fingerprint(net)
 
 
-def test_one_changed_parameter_the_training_flag_and_the_optimizer_state() -> None:
-    net, optimizer, _ = trained(0)
-    other, other_optimizer, _ = trained(0)
+def test_one_changed_parameter_and_the_training_flag() -> None:
+    net, other = model(0), model(0)
     with torch.no_grad():
         other[0].weight[2, 1] += 0.5
     assert describe_difference(net, other, "net") == (
         "net: torch.nn.Module: state_dict['0.weight']: 1 of 12 elements differ; "
         "max abs difference 0.5; first at state_dict['0.weight'][2, 1]")
-    other_optimizer.state[other[0].bias]["exp_avg"][1] += 1.0
-    assert describe_difference(optimizer, other_optimizer, "opt").startswith(
-        "opt: torch.optim.Optimizer: state_dict['state'][1]['exp_avg']: 1 of 3 elements "
-        "differ; max abs difference 1; first at state_dict['state'][1]['exp_avg'][1]")
-    assert describe_difference(net, trained(0)[0].eval(), "net") == (
+    assert describe_difference(net, model(0).eval(), "net") == (
         "net: torch.nn.Module: training: bool True vs False")
-    mixed = trained(0)[0]
+    mixed = model(0)
     mixed[1].eval()
     assert describe_difference(net, mixed, "net") == (
         "net: torch.nn.Module: part 'training (submodules in the other mode)' only in run 2")
+
+
+def test_optimizers_and_schedulers_by_state_dict() -> None:
+    """In a fresh process: creating a torch optimizer imports torch._dynamo and with it
+    triton, whose LLVM aborts a process that has loaded TensorFlow's (DESIGN.md)."""
+    found = run_python("""
+        import json
+        import torch
+        from det_nb.fingerprint import describe_difference, fingerprint, snapshot
+
+        def trained(seed):
+            torch.manual_seed(seed)
+            net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+            optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+            data = torch.randn(8, 4, generator=torch.Generator().manual_seed(seed))
+            net(data).pow(2).mean().backward()
+            optimizer.step()
+            scheduler.step()
+            return net, optimizer, scheduler
+
+        (net, optimizer, scheduler), (_, same, same_scheduler) = trained(0), trained(0)
+        other = trained(0)[1]
+        other.state[other.param_groups[0]["params"][1]]["exp_avg"][1] += 1.0
+        stepped = trained(0)[2]
+        stepped.step()
+        print(json.dumps({
+            "equal": [fingerprint(optimizer) == fingerprint(same),
+                      fingerprint(scheduler) == fingerprint(same_scheduler),
+                      fingerprint(snapshot(optimizer)) == fingerprint(optimizer)],
+            "summaries": [fingerprint(optimizer).summary, fingerprint(scheduler).summary],
+            "optimizer": describe_difference(optimizer, other, "opt"),
+            "scheduler": describe_difference(scheduler, stepped, "sched"),
+        }))
+    """)
+    assert found["equal"] == [True, True, True]
+    assert found["summaries"] == [
+        "Adam (torch.optim.Optimizer)", "StepLR (torch.optim.lr_scheduler.LRScheduler)"]
+    assert found["optimizer"] == (
+        "opt: torch.optim.Optimizer: state_dict['state'][1]['exp_avg']: 1 of 3 elements "
+        "differ; max abs difference 1; first at state_dict['state'][1]['exp_avg'][1]")
+    assert found["scheduler"] == (
+        "sched: torch.optim.lr_scheduler.LRScheduler: state_dict['last_epoch']: int differs "
+        "by 1")
 
 
 def test_generators_by_state() -> None:

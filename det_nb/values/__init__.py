@@ -29,6 +29,12 @@ FAMILIES: tuple[Family, ...] = (Numpy(), Python(), Torch(), Jax(), Keras(), Tens
                                 Pandas(), Sklearn(), Objects())
 
 
+# The family that last reduced a value of each type, offered the next one first: a
+# tensor then skips the NumPy and Python families' checks (a model has hundreds).
+_CLAIMED: dict[type, Family] = {}
+_CLAIMED_TYPES_KEPT = 4096
+
+
 def view_of(value: object) -> View:
     """How ``value`` is hashed and compared; a "bad" view says why it cannot be.
 
@@ -36,16 +42,28 @@ def view_of(value: object) -> View:
     """
     if isinstance(value, Reduced):
         return value.view
-    for family in FAMILIES:
-        module = None
-        if family.module is not None:
-            module = sys.modules.get(family.module)
-            if module is None:
-                continue
-        found = family.view(value, module)
+    kind = type(value)
+    known = _CLAIMED.get(kind)
+    if known is not None:
+        found = _offer(known, value)
         if found is not None:
             return found
+    for family in FAMILIES:
+        found = _offer(family, value)
+        if found is not None:
+            if len(_CLAIMED) >= _CLAIMED_TYPES_KEPT:
+                _CLAIMED.clear()
+            _CLAIMED[kind] = family
+            return found
     return bad(value, why_unsupported(value))
+
+
+def _offer(family: Family, value: object) -> View | None:
+    """``family``'s view of ``value``; None where its framework is not loaded."""
+    if family.module is None:
+        return family.view(value, None)
+    module = sys.modules.get(family.module)
+    return None if module is None else family.view(value, module)
 
 
 __all__ = ["FAMILIES", "Family", "Reduced", "View", "view_of"]

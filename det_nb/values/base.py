@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import ModuleType
@@ -86,6 +87,7 @@ def scalar(kind: str, value: object, summary: str | None = None) -> View:
     return View("scalar", kind, value, summary or kind)
 
 
+@functools.lru_cache(maxsize=1024)  # looked up for every value a family is offered
 def find(module: ModuleType, dotted: str) -> tuple[type, ...]:
     """The class at ``module.dotted`` as a 1-tuple for ``isinstance``, or ``()`` where this
     version of the framework lacks it (then no value is of it, and nothing fails)."""

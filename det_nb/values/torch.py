@@ -56,13 +56,13 @@ def tensor_view(torch: Any, tensor: Any) -> View:
     if tensor.is_meta:
         return View("bad", TENSOR, "a tensor on the meta device has a shape but no values",
                     TENSOR)
-    dtype = str(tensor.dtype).removeprefix("torch.")
+    dtype = _DTYPE_NAMES.get(tensor.dtype) or _dtype_name(tensor.dtype)
     if tensor.is_nested:  # before its shape, which a nested tensor may not have
         pieces = list(tensor.unbind())
         return View("seq", f"{TENSOR} nested", pieces, f"{TENSOR} nested {dtype} "
                     f"({len(pieces)} tensors)")
     shape = tuple(tensor.shape)
-    layout = str(tensor.layout).removeprefix("torch.")
+    layout = "strided" if tensor.layout is torch.strided else str(tensor.layout)[6:]
     if layout in _SPARSE_PARTS:
         if layout == "sparse_coo":
             tensor = tensor.coalesce()  # one order of (index, value) pairs for equal tensors
@@ -86,7 +86,11 @@ def tensor_array(tensor: Any) -> Any:
     viewed with its strides: ``zeros(1).expand(10**6, 10**6)`` costs one element."""
     import numpy as np  # torch has loaded it
 
-    tensor = tensor.detach().resolve_conj().resolve_neg()
+    tensor = tensor.detach()
+    if tensor.is_conj() or tensor.is_neg():
+        tensor = tensor.resolve_conj().resolve_neg()
+    if tensor.is_contiguous():  # the common case: no element shares memory with another
+        return _cpu_numpy(tensor)
     count = tensor.numel()
     span = 1 + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride(), strict=True))
     if count == 0 or count <= span:
@@ -95,6 +99,15 @@ def tensor_array(tensor: Any) -> Any:
     strides = tuple(s * memory.itemsize for s in tensor.stride())
     return np.lib.stride_tricks.as_strided(memory, tuple(tensor.shape), strides,
                                            writeable=False)
+
+
+# "float32" for torch.float32 (a report's dtype names, made once per dtype).
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
+def _dtype_name(dtype: Any) -> str:
+    _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return _DTYPE_NAMES[dtype]
 
 
 def _cpu_numpy(tensor: Any) -> Any:
