@@ -74,7 +74,7 @@ class Unchecked:
     """A name the cell assigned or uses whose value cannot be fingerprinted."""
 
     name: str
-    reason: str  # its type, then why: "Lock: Lock is not a supported type"
+    reason: str  # its type, then why: "TextIOWrapper: files and streams have no comparable value"
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,9 @@ _BLOCK_BYTES = 4 << 20
 _TILE_COLUMNS = 256
 # Exactly these types (not subclasses such as numpy.float64) take the fast path.
 _PLAIN_SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes})
-# A container's arrays of at least this many bytes are hashed in threads when it holds
-# several (see _Walk._hash_arrays_ahead); one with more children than this is fed in order.
-_AHEAD_MIN_BYTES = 256 << 10
+# A container's arrays are hashed in threads when they take this many bytes together (see
+# _Walk._hash_arrays_ahead); one with more children than this is fed in order.
+_AHEAD_THREADS_MIN_BYTES = 4 << 20
 _AHEAD_MAX_CHILDREN = 10_000
 # Deeper nesting than this is reported as unfingerprintable rather than risking recursion.
 _MAX_DEPTH = 100
@@ -354,12 +354,13 @@ class _Walk:
                 self._views.pop(ident, None)
 
     def _hash_arrays_ahead(self, view: View, depth: int) -> list[int]:
-        """Hash a container's big arrays (a model's tensors) in threads before its children
-        are fed in order; xxhash releases the GIL, so they are hashed in parallel. The
-        children's views are kept for _feed_child; returns the ids they are kept under."""
+        """Hash a container's arrays of plain data (a model's tensors) before its children
+        are fed in order: in one tight loop, and where they are big in threads (xxhash
+        releases the GIL, so they are hashed in parallel). The children's views are kept for
+        _feed_child; returns the ids they are kept under."""
         if len(view.payload) > _AHEAD_MAX_CHILDREN or depth > _MAX_DEPTH:
             return []
-        kept, arrays = [], []
+        kept, arrays, size = [], [], 0
         for _, child in _children(view):
             ident = id(child)
             if type(child) in _PLAIN_SCALARS or ident in self._digests or ident in self._views:
@@ -369,18 +370,18 @@ class _Walk:
             kept.append(ident)
             payload = child_view.payload
             if child_view.category == "array" and not payload.dtype.hasobject and (
-                    payload.nbytes >= _AHEAD_MIN_BYTES and payload.flags.c_contiguous):
+                    payload.flags.c_contiguous):
                 arrays.append((child, child_view))
-        threads = _hashing_threads()
-        if len(arrays) > 1 and threads > 1:
-            own, *others = _shares(arrays, threads)  # this thread hashes a share too
-            done = [(share, _hashing_pool().submit(_array_digests, share)) for share in others]
-            results = [(own, _array_digests(own))]
-            results += [(share, future.result()) for share, future in done]
-            for share, digests in results:
-                for (child, _), digest in zip(share, digests, strict=True):
-                    self._digests[id(child)] = digest
-                    self._alive.append(child)
+                size += payload.nbytes
+        threads = _hashing_threads() if size >= _AHEAD_THREADS_MIN_BYTES else 1
+        own, *others = _shares(arrays, threads) if arrays else [[]]
+        done = [(share, _hashing_pool().submit(_array_digests, share)) for share in others]
+        results = [(own, _array_digests(own))]  # this thread hashes a share too
+        results += [(share, future.result()) for share, future in done]
+        for share, digests in results:
+            for (child, _), digest in zip(share, digests, strict=True):
+                self._digests[id(child)] = digest
+                self._alive.append(child)
         return kept
 
     def _feed_child(self, hasher: Any, child: object, step: Callable[[], Step],
@@ -482,6 +483,10 @@ def _hashing_pool() -> ThreadPoolExecutor:
     from concurrent.futures import ThreadPoolExecutor
 
     return ThreadPoolExecutor(_hashing_threads() - 1, thread_name_prefix="det_nb-hash")
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads
+    os.register_at_fork(after_in_child=_hashing_pool.cache_clear)
 
 
 @functools.lru_cache(maxsize=1024)

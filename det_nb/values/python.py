@@ -39,7 +39,8 @@ class Python(Family):
     def view(self, value: object, module: ModuleType | None) -> View | None:
         kind = type(value).__name__
         if isinstance(value, enum.Enum):  # before int: an IntEnum is an int too
-            return scalar(kind, value.name, f"{kind}.{value.name}")
+            name = value.name if value.name is not None else str(value._value_)  # Flag mixes
+            return scalar(kind, name, f"{kind}.{name}")
         if isinstance(value, _PLAIN):
             return _plain(value, kind)
         if isinstance(value, (bytearray, memoryview)):
