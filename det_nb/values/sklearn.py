@@ -1,6 +1,6 @@
 """scikit-learn: estimators by their parameters and fitted state, meta-estimators
 (``Pipeline``, ``ColumnTransformer``, searches, ensembles) through their named steps, and
-compiled helpers (a tree's nodes) by what they pickle."""
+compiled helpers (a tree's nodes) by the arguments and state their ``__reduce__`` gives."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def _by_name(value: object) -> object:
 
 
 def _compiled_view(value: Any) -> View:
-    """A compiled (Cython) object by the arguments and state it pickles to."""
+    """A compiled (Cython) object by the arguments and state its ``__reduce__`` gives
+    (nothing is serialised: the parts are walked like any other value)."""
     kind = type(value).__name__
     reduced = value.__reduce__()
     arguments = reduced[1] if len(reduced) > 1 else ()
