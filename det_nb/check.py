@@ -319,12 +319,16 @@ class _Tracker:
 
 
 def _inert(value: object) -> bool:
-    """Values whose in-place changes need no watching: immutable, or code, not results."""
+    """Values whose in-place changes need no watching: immutable (plain scalars, NumPy
+    scalars, TF eager tensors, JAX arrays), or code, not results."""
     kind = type(value)  # not isinstance(): an object's own __class__ may raise
     if issubclass(kind, _IMMUTABLE) or kind.__name__ == "EagerTensor" or is_code(value):
         return True
     np = sys.modules.get("numpy")  # never imported here: a NumPy scalar means it is loaded
-    return np is not None and issubclass(kind, np.generic)
+    if np is not None and issubclass(kind, np.generic):
+        return True
+    jax = sys.modules.get("jax")
+    return jax is not None and issubclass(kind, getattr(jax, "Array", ()))
 
 
 def _visible(shell: Any) -> dict[str, object]:

@@ -63,3 +63,31 @@ def test_optimizer_state_pytrees_are_walked_by_field_and_key() -> None:
 def test_jitted_functions_are_code() -> None:
     assert is_code(jax.jit(lambda x: x + 1))
     assert not is_code(jnp.ones(2))
+
+
+def test_det_check_does_not_rehash_jax_arrays_a_cell_reads(monkeypatch) -> None:
+    """JAX arrays are immutable: a cell that reads one cannot change it in place, so it is
+    not fingerprinted before each run (a host copy each time)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from det_nb import check as check_module
+
+    shell = InteractiveShell.instance()
+    source = jnp.arange(4.0)
+    shell.user_ns["source"] = source
+    hashed: list[int] = []
+    real = check_module.fingerprint
+
+    def counting(value: object) -> object:
+        hashed.append(id(value))
+        return real(value)
+
+    monkeypatch.setattr(check_module, "fingerprint", counting)
+    try:
+        report = check_module.run_check(shell, "total = source.sum()", 2, lambda: None)
+    finally:
+        for name in ("source", "total"):
+            shell.user_ns.pop(name, None)
+    assert report.text().splitlines() == [
+        "deterministic across 2 runs", "compared:", "  total: jax.Array float32 ()"]
+    assert hashed and id(source) not in hashed
