@@ -86,7 +86,8 @@ def tensor_array(tensor: Any) -> Any:
     viewed with its strides: ``zeros(1).expand(10**6, 10**6)`` costs one element."""
     import numpy as np  # torch has loaded it
 
-    tensor = tensor.detach()
+    if tensor.requires_grad:  # a state_dict's tensors are detached already
+        tensor = tensor.detach()
     if tensor.is_conj() or tensor.is_neg():
         tensor = tensor.resolve_conj().resolve_neg()
     if tensor.is_contiguous():  # the common case: no element shares memory with another
@@ -111,7 +112,8 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _cpu_numpy(tensor: Any) -> Any:
-    tensor = tensor.cpu()
+    if not tensor.is_cpu:
+        tensor = tensor.cpu()
     try:
         return tensor.numpy()
     except TypeError:  # bfloat16, float8, complex32: no NumPy dtype
