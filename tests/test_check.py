@@ -128,6 +128,10 @@ def test_a_value_that_cannot_be_compared_makes_the_verdict_not_proven(
         could not be compared:
           handle: TextIOWrapper: files and streams have no comparable value""")
     assert not report.differing and not report.deterministic
+    html = report.html()
+    assert '<strong style="color: #b35900">not proven across 2 runs: 1 value could not be ' \
+           'compared</strong>' in html  # amber: neither a pass nor a difference
+    assert "<div>could not be compared:</div><ul><li><code>handle: TextIOWrapper: " in html
 
 
 def test_code_alone_is_nothing_to_compare_and_an_uncomparable_value_alone_is_not_proven(

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import pandas as hpd
 
 from det_nb.fingerprint import describe_difference, fingerprint, snapshot
 
@@ -84,3 +87,26 @@ def test_series_indexes_and_categoricals() -> None:
         "c: Categorical: ordered: bool True vs False")
     assert fingerprint(pd.NA) != fingerprint(None)
     assert fingerprint(pd.Period("2024-01", "M")) != fingerprint(pd.Period("2024-01", "D"))
+
+
+FRAMES = hpd.data_frames(
+    columns=[hpd.column("x", dtype=float), hpd.column("n", dtype="int64"),
+             hpd.column("s", elements=st.text(max_size=3) | st.none()),
+             hpd.column("b", dtype=bool)],
+    index=hpd.range_indexes(min_size=1, max_size=6),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(FRAMES, st.data())
+def test_any_frame_equals_its_copy_and_a_changed_cell_is_located(
+    frame: object, data: st.DataObject
+) -> None:
+    assert fingerprint(frame) == fingerprint(frame.copy(deep=True))
+    assert fingerprint(snapshot(frame)) == fingerprint(frame)
+    row = data.draw(st.integers(0, len(frame) - 1), label="row")
+    changed = frame.copy(deep=True)
+    changed.iloc[row, 1] += 1
+    assert describe_difference(frame, changed, "f") == (
+        f"f: DataFrame: column 'n': 1 of {len(frame)} rows differ; max abs difference 1; "
+        f"first at row {row}")
