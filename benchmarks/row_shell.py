@@ -1,4 +1,5 @@
-"""Rows "seed", "fingerprint" and "check": one fresh interpreter, an IPython shell in it.
+"""Rows "seed", "fingerprint", "fingerprint (torch model)" and "check": one fresh
+interpreter, an IPython shell in it.
 
 Run as ``python benchmarks/row_shell.py [--quick]``; prints the rows as JSON. det_nb is
 loaded and ``%det_seed`` run before TensorFlow is imported (as det_nb advises), so TF
@@ -91,6 +92,59 @@ def fingerprint_row(size: int, pairs: int, warmups: int) -> Row:
     )
 
 
+def resnet18_sized() -> Any:
+    """A torch model of ResNet-18's layers and size (11.7 M parameters, 122 tensors in its
+    state_dict), built from torch.nn layers: torchvision is not a dependency."""
+    from torch import nn
+
+    def block(channels_in: int, channels: int, stride: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(channels_in, channels, 3, stride, 1, bias=False), nn.BatchNorm2d(channels),
+            nn.ReLU(), nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(channels))
+
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                               nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    channels_in = 64
+    for channels, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [block(channels_in, channels, stride), block(channels, channels, 1)]
+        if stride != 1:  # the shortcut's projection
+            layers.append(nn.Sequential(nn.Conv2d(channels_in, channels, 1, stride, bias=False),
+                                        nn.BatchNorm2d(channels)))
+        channels_in = channels
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000)]
+    return nn.Sequential(*layers)
+
+
+def torch_fingerprint_row(pairs: int, warmups: int) -> Row:
+    """det_nb's fingerprint of a ResNet-18-sized model (its state_dict, as %%det_check
+    hashes it) against summing every parameter with torch."""
+    import torch
+
+    from det_nb.fingerprint import fingerprint
+
+    model = resnet18_sized()
+    parameters = list(model.parameters())
+    count = sum(p.numel() for p in parameters)
+
+    def total() -> object:
+        with torch.no_grad():
+            return sum(p.sum() for p in parameters)
+
+    base, det = interleave(timed(total), timed(lambda: fingerprint(model)), pairs, warmups)
+    megabytes = sum(t.nbytes for t in model.state_dict().values()) / 1e6
+    return Row(
+        "fingerprint (torch model)",
+        f"%%det_check hashing (det_nb.fingerprint) of a ResNet-18-sized torch model "
+        f"({count / 1e6:.1f} M parameters; its state_dict, {megabytes:.0f} MB)",
+        "sum(p.sum() for p in model.parameters()) in torch", "s", "baseline / candidate",
+        base, det, warmups, Goal(">=", 0.9),
+        note=(f"ratio = sum time / hash time; torch sums with {torch.get_num_threads()} "
+              f"thread(s), det_nb hashes the tensors in up to 4 threads; medians "
+              f"{median(det) * 1000:.1f} ms hashed, {median(base) * 1000:.1f} ms summed"),
+    )
+
+
 def check_row(shell: InteractiveShell, label: str, cell: str, about: str, pairs: int,
               warmups: int) -> Row:
     """``%%det_check`` (2 runs) of ``cell`` against two plain runs of it."""
@@ -122,6 +176,7 @@ def measure(quick: bool) -> list[dict[str, Any]]:
     rows = [seed_row(shell, *((3, 1) if quick else (40, 5)))]
     fingerprint = fingerprint_row(size, *((2, 1) if quick else (10, 2)))
     rows.append(fingerprint)
+    rows.append(torch_fingerprint_row(*((2, 1) if quick else (30, 5))))
     run(shell, KERAS_DATA.format(**keras_sizes))
     check_pairs = (1, 0) if quick else (7, 1)
     rows.append(check_row(

@@ -11,6 +11,12 @@ Run k is compared with run k - 1 (equal fingerprints all along mean equal to run
 previous run's objects are kept by reference; an object changed in place is copied
 (:func:`~det_nb.fingerprint.snapshot`) so that the next run cannot overwrite it before
 it is compared. The namespace ends as the last run left it.
+
+Verdict rules (shared with ``verify``): functions, classes and modules the cell defines
+are code, not results, and are neither compared nor listed (:func:`~det_nb.fingerprint.
+is_code`). "deterministic" means every value the cell produced or changed was compared and
+equal; where some value could not be compared the verdict is "not proven", naming each
+such value with its type and why.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ class Unchecked:
     """A name the cell assigned or uses whose value cannot be fingerprinted."""
 
     name: str
-    reason: str
+    reason: str  # its type, then why: "TextIOWrapper: files and streams have no comparable value"
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,10 @@ class CheckReport:
 
     @property
     def deterministic(self) -> bool:
-        """True when every run finished and all compared names were equal (and some were)."""
-        return self.error is None and bool(self.compared) and not self.differing
+        """True when every run finished, some value was compared, and every value the cell
+        produced or changed was compared and equal (nothing unchecked)."""
+        return (self.error is None and bool(self.compared) and not self.differing
+                and not self.unchecked)
 
     def headline(self) -> str:
         """The verdict, in one line."""
@@ -93,13 +101,12 @@ class CheckReport:
             return f"det_check stopped: {self.error}"
         if self.differing:
             return f"NOT deterministic across {runs} runs"
-        if not self.compared and self.unchecked:
-            return f"no verdict across {runs} runs: nothing the cell changed could be compared"
+        if self.unchecked:
+            count = len(self.unchecked)
+            values = "1 value" if count == 1 else f"{count} values"
+            return f"not proven across {runs} runs: {values} could not be compared"
         if not self.compared:
             return f"nothing to compare across {runs} runs: the cell assigned or changed no names"
-        if self.unchecked:
-            return (f"deterministic across {runs} runs for the compared names; "
-                    f"{len(self.unchecked)} unchecked")
         return f"deterministic across {runs} runs"
 
     def _sections(self) -> Iterator[tuple[str, list[str]]]:
@@ -108,7 +115,7 @@ class CheckReport:
         differing = {d.name for d in self.differing}
         equal = [f"{c.name}: {c.summary}" for c in self.compared if c.name not in differing]
         yield ("equal" if differing else "compared"), equal
-        yield "unchecked", [f"{u.name}: {u.reason}" for u in self.unchecked]
+        yield "could not be compared", [f"{u.name}: {u.reason}" for u in self.unchecked]
 
     def text(self) -> str:
         """Plain text; free of addresses, times and paths, so notebook tests can compare it."""
@@ -208,7 +215,7 @@ class _Tracker:
         if first:
             self.pre_cell = frozenset(now)
             self.used_unchecked = {
-                name: f"used by the cell, and changes inside it cannot be seen: {fp.reason}"
+                name: f"{fp.summary}: used by the cell, which may change it unseen: {fp.reason}"
                 for name, fp in self.before_fps.items()
                 if isinstance(fp, Unfingerprintable) and name in self.loaded
             }
@@ -230,9 +237,8 @@ class _Tracker:
                    if n in now and now[n] is before[n] and fp_of(n) != fp}
         self.in_place |= mutated
         for name in sorted(changed | mutated):
-            if name in self.tracks or issubclass(type(now.get(name, before.get(name))),
-                                                 types.ModuleType):
-                continue
+            if name in self.tracks or is_code(now.get(name, before.get(name))):
+                continue  # code is not a result: neither compared nor listed
             if run == 1:
                 self.tracks[name] = _Track(fp_of(name), fp_of(name), None)
             else:  # unchanged until now: the value at the start of this run stands for all
@@ -313,12 +319,16 @@ class _Tracker:
 
 
 def _inert(value: object) -> bool:
-    """Values whose in-place changes need no watching: immutable, or code, not results."""
+    """Values whose in-place changes need no watching: immutable (plain scalars, NumPy
+    scalars, TF eager tensors, JAX arrays), or code, not results."""
     kind = type(value)  # not isinstance(): an object's own __class__ may raise
     if issubclass(kind, _IMMUTABLE) or kind.__name__ == "EagerTensor" or is_code(value):
         return True
     np = sys.modules.get("numpy")  # never imported here: a NumPy scalar means it is loaded
-    return np is not None and issubclass(kind, np.generic)
+    if np is not None and issubclass(kind, np.generic):
+        return True
+    jax = sys.modules.get("jax")
+    return jax is not None and issubclass(kind, getattr(jax, "Array", ()))
 
 
 def _visible(shell: Any) -> dict[str, object]:

@@ -7,14 +7,15 @@ structure, dtype, shape and exact bits, plus a short summary for the report. Arr
 are hashed in place (zero-copy when C-contiguous, in cache-sized C-order blocks when not),
 so a fingerprint costs about one pass over memory and equal values hash equal whatever
 their memory layout. Only when two fingerprints differ are the values themselves walked,
-by :func:`describe_difference`, to say what differs and where.
+by :func:`describe_difference`, to say what differs and where, in the terms of the value's
+family (``net: torch.nn.Module: state_dict['1.running_mean']: 3 of 3 elements differ``).
 
-Supported: None, bool, int, float, complex, str, bytes, bytearray; lists, tuples, dicts
-and sets of supported values; NumPy arrays and scalars (masked arrays with their mask);
-NumPy and Python random generators (by their state); TensorFlow tensors and variables,
-Keras variables, Keras models and layers (by their weights) and torch tensors. Frameworks
-are never imported here: they are recognised only if the user's code already imported
-them. Anything else yields :class:`Unfingerprintable` with the reason, never a pass.
+What a value is reduced to is decided by its family in :mod:`det_nb.values` (NumPy,
+Python, torch, JAX, TensorFlow, Keras, pandas, scikit-learn, plain objects), each of which
+recognises its values only if the user's code already imported its framework. NumPy is
+never imported here either: plain Python values are hashed without it, to the same digest
+with or without it. Anything no family can reduce yields :class:`Unfingerprintable` with
+the reason, never a pass.
 
 An object reached through many references is hashed once per call, so the cost is linear
 in the number of objects, not of paths (``x = [x, x]`` forty times is 41 lists and 2**40
@@ -26,27 +27,40 @@ that exception as the reason, and is never raised to the caller.
 from __future__ import annotations
 
 import functools
-import random
+import os
 import struct
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-if TYPE_CHECKING:  # NumPy is imported only where a NumPy value is met (see is_code)
+from det_nb.values import Reduced, View, view_of
+from det_nb.values.pandas import ROWS
+
+if TYPE_CHECKING:  # NumPy is imported only where a NumPy value is met
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
+# The view every value is reduced to (det_nb.values.base.View), under its former name.
+_View = View
 # Non-contiguous arrays are copied to C order this many bytes at a time (fits in cache).
 _BLOCK_BYTES = 4 << 20
 # Columns per tile when such a block is laid out transposed (see _copy_in_c_order).
 _TILE_COLUMNS = 256
 # Exactly these types (not subclasses such as numpy.float64) take the fast path.
 _PLAIN_SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes})
+# A container's arrays are hashed in threads when they take this many bytes together (see
+# _Walk._hash_arrays_ahead); one with more children than this is fed in order.
+_AHEAD_THREADS_MIN_BYTES = 4 << 20
+_AHEAD_MAX_CHILDREN = 10_000
 # Deeper nesting than this is reported as unfingerprintable rather than risking recursion.
 _MAX_DEPTH = 100
+# A path of more steps than this is shown by its first and last steps and its length.
+_PATH_STEPS_SHOWN = 12
 # How a plain scalar child starts inline ("s", then its length-prefixed tag); a child fed
 # by digest starts with "d", so the two cannot be confused.
 _SCALAR_TAGS = {
@@ -54,6 +68,16 @@ _SCALAR_TAGS = {
     for kind in _PLAIN_SCALARS
     for tag in [f"scalar:{kind.__name__}".encode()]
 }
+# Types whose instances are code, not results: functions, methods, classes, modules.
+_CODE_TYPES = (
+    types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, type,
+    types.MethodWrapperType, types.WrapperDescriptorType, types.MethodDescriptorType,
+    types.ClassMethodDescriptorType, functools.partial, staticmethod, classmethod,
+)
+
+#: One step of a path into a value: (the kind of the object whose part it enters, or None
+#: for a step into a container; the step's text: ``[0]``, ``['k']``, ``state_dict``).
+Step = tuple[str | None, str]
 
 
 @dataclass(frozen=True)
@@ -73,40 +97,19 @@ class Unfingerprintable:
 
 
 @dataclass(frozen=True, eq=False)  # compare snapshots with describe_difference, not ==
-class Snapshot:
+class Snapshot(Reduced):
     """An independent, materialised copy of a value, comparable like the value itself.
 
     Needed only for values changed in place between runs, whose earlier state would
-    otherwise be lost before it can be compared.
+    otherwise be lost before it can be compared. Made of the view categories only (arrays,
+    plain scalars and containers of them), so the notebook runner can write it to a file.
     """
-
-    view: _View
-
-
-class _View(NamedTuple):
-    """How a value is walked: one of the categories below, a type name, and its contents.
-
-    category  payload
-    array     an ndarray (the value's data, in its own memory where possible)
-    scalar    an immutable Python value (None, bool, int, float, complex, str, bytes)
-    seq       a sequence of children, addressed ``[i]``
-    map       a mapping of children, addressed ``[key]``
-    attrs     a mapping of children, addressed ``.name`` (parts of one object)
-    state     like attrs, for a random generator's state: its parts are not shown
-    set       an iterable of children, compared regardless of order
-    bad       the reason the value is not supported
-    """
-
-    category: str
-    kind: str
-    payload: Any
-    summary: str
 
 
 class _Unsupported(Exception):
     """Raised inside a walk; ``path`` grows as it leaves nested containers."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: tuple[Step, ...], reason: str) -> None:
         super().__init__(reason)
         self.path = path
         self.reason = reason
@@ -124,7 +127,7 @@ def fingerprint(value: object) -> Fingerprint | Unfingerprintable:
     try:
         digest = _Walk().digest(value, view)
     except _Unsupported as exc:
-        where = f"at {exc.path}: " if exc.path else ""
+        where = f"at {_path_text('', exc.path, root_kind=False)}: " if exc.path else ""
         return Unfingerprintable(view.kind, f"{where}{exc.reason}")
     return Fingerprint(digest, view.summary)
 
@@ -148,26 +151,20 @@ def describe_difference(
 ) -> str | None:
     """Say where ``a`` and ``b`` first differ, or None if they are bit-for-bit equal.
 
-    The answer starts with the path of the difference below ``name`` (``d['meta']['t']``)
-    and gives type, dtype, shape or length, the first differing key or index, and for
-    numbers the (maximum) absolute difference. ``labels`` name the two sides.
+    The answer starts with the path of the difference below ``name``: container steps as
+    ``d['meta']['t']``, an object's parts after its kind (``net: torch.nn.Module:
+    state_dict['0.weight']``, ``frame: DataFrame: column 'a'``). It gives type, dtype,
+    shape or length, the first differing key or index, and for numbers the (maximum)
+    absolute difference. ``labels`` name the two sides.
     """
     walk = _Walk()
     try:
         if _same(a, b, walk):
             return None
-        found = _diff(a, b, name, labels, 0, walk)
+        found = _diff(a, b, name, (), labels, walk)
     except Exception as exc:  # the values' own code raised while they were read
         return f"{name}: cannot be compared ({_raised(exc)})"
     return found or f"{name}: differs in a way no element shows (e.g. the type of a dict key)"
-
-
-# Types whose instances are code, not results: functions, methods, classes, modules.
-_CODE_TYPES = (
-    types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, type,
-    types.MethodWrapperType, types.WrapperDescriptorType, types.MethodDescriptorType,
-    types.ClassMethodDescriptorType, functools.partial, staticmethod, classmethod,
-)
 
 
 def is_code(value: object) -> bool:
@@ -197,12 +194,17 @@ def is_code(value: object) -> bool:
 # -- classification --------------------------------------------------------------------
 
 
-def _view_of(value: object) -> _View:
-    """:func:`_classify`, with an exception from the value's own code as the reason it is bad."""
+def _view_of(value: object) -> View:
+    """How ``value`` is walked, with an exception from its own code as the reason it is bad."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:  # fast path for the elements of big lists
+        size = f" (len {len(value)})" if kind is str or kind is bytes else ""
+        return View("scalar", kind.__name__, value, kind.__name__ + size)
     try:
-        return _classify(value)
+        return view_of(value)
     except Exception as exc:
-        return _bad(value, _raised(exc))
+        name = kind.__name__
+        return View("bad", name, _raised(exc), name)
 
 
 def _raised(exc: BaseException) -> str:
@@ -214,156 +216,42 @@ def _raised(exc: BaseException) -> str:
     return f"reading it raised {type(exc).__name__}" + (f": {text}" if text else "")
 
 
-def _has_attribute(value: object, name: str) -> bool:
-    """``hasattr``, False also where the object's ``__getattr__`` raises something else."""
-    try:
-        return hasattr(value, name)
-    except Exception:
-        return False
+# -- paths -----------------------------------------------------------------------------
 
 
-def _classify(value: object) -> _View:
-    """Decide how to walk ``value``; frameworks are looked up only if already imported."""
-    if type(value) in _PLAIN_SCALARS:  # fast path for the elements of big lists
-        return _View("scalar", type(value).__name__, value, _scalar_summary(value))
-    if isinstance(value, Snapshot):
-        return value.view
-    np = sys.modules.get("numpy")  # never imported here: a NumPy value means it is loaded
-    if np is not None:
-        found = _numpy_view(np, value)
-        if found is not None:
-            return found
-    if isinstance(value, (type(None), bool, int, float, complex, str, bytes)):
-        return _View("scalar", type(value).__name__, value, _scalar_summary(value))
-    if isinstance(value, bytearray):
-        return _View("scalar", "bytearray", bytes(value), f"bytearray (len {len(value)})")
-    if isinstance(value, (list, tuple)):
-        kind = type(value).__name__
-        return _View("seq", kind, value, f"{kind} (len {len(value)})")
-    if isinstance(value, dict):
-        kind = type(value).__name__
-        return _View("map", kind, value, f"{kind} ({len(value)} keys)")
-    if isinstance(value, (set, frozenset)):
-        kind = type(value).__name__
-        return _View("set", kind, value, f"{kind} (len {len(value)})")
-    rng_state = _rng_state(value)
-    if rng_state is not None:
-        kind = type(value).__name__
-        return _View("state", kind, rng_state, f"{kind} (by its state)")
-    return _framework_view(value)
+def _step(view: View, key: object) -> Step:
+    """One step into ``view``'s child ``key``."""
+    if view.category in ("attrs", "state"):
+        return (view.kind, str(key))
+    if view.category == "seq":
+        return (None, f" row {key}" if view.kind == ROWS else f"[{key}]")
+    return (None, f"[{key!r}]")
 
 
-def _numpy_view(np: Any, value: object) -> _View | None:
-    """NumPy arrays, masked arrays and scalars, or None for anything else."""
-    if isinstance(value, np.ma.MaskedArray):
-        parts = {"data": np.asarray(value.data), "mask": np.ma.getmaskarray(value)}
-        return _View("attrs", "MaskedArray", parts, _array_summary("MaskedArray", value))
-    if isinstance(value, np.ndarray):
-        if value.dtype.hasobject and value.dtype.fields is not None:
-            return _bad(value, "structured arrays with object fields are not supported")
-        return _View("array", "ndarray", value, _array_summary("ndarray", value))
-    if isinstance(value, np.generic):
-        return _View("array", "numpy scalar", np.asarray(value), f"numpy {value.dtype.name}")
-    return None
+def _path_text(name: str, path: tuple[Step, ...], root_kind: bool = True) -> str:
+    """``name`` and the steps below it: ``net: torch.nn.Module: state_dict['w'][0]``.
+
+    ``root_kind=False`` leaves out the kind of an object entered first (an unfingerprintable
+    value's reason follows its kind already). A long path shows its first two steps and its
+    last, with its length: ``[0][0]...[0] (101 levels)``.
+    """
+    texts = [f": {kind}: {text}" if kind is not None and (root_kind or i) else text
+             for i, (kind, text) in enumerate(path)]
+    if len(texts) > _PATH_STEPS_SHOWN:
+        texts = [*texts[:2], "...", texts[-1], f" ({len(path)} levels)"]
+    return name + "".join(texts)
 
 
-def _framework_view(value: object) -> _View:
-    """TensorFlow, Keras and torch values, recognised without importing the framework."""
-    kind = type(value).__name__
-    keras = sys.modules.get("keras")
-    tf = sys.modules.get("tensorflow")
-    torch = sys.modules.get("torch")
-    if keras is not None or tf is not None or torch is not None:
-        import numpy as np  # each of these frameworks has imported NumPy already
-    if keras is not None and isinstance(value, getattr(keras, "Variable", ())):
-        return _tensor_view(value, "keras.Variable", lambda: np.asarray(value.numpy()))
-    if tf is not None and isinstance(value, getattr(tf, "Variable", ())):
-        return _tensor_view(value, "tf.Variable", lambda: np.asarray(value.numpy()))
-    if tf is not None and _is_tf_tensor(tf, value):
-        # EagerTensor.__array__ shares the tensor's memory (tensors are immutable).
-        return _tensor_view(value, "tf.Tensor", lambda: np.asarray(value))
-    if torch is not None and isinstance(value, getattr(torch, "Tensor", ())):
-        return _tensor_view(value, "torch.Tensor", lambda: _torch_array(value))
-    if callable(getattr(type(value), "get_weights", None)):
-        try:  # any other exception: the model's own code failed, and _view_of says so
-            weights = list(value.weights)
-        except AttributeError:
-            weights = None
-        if weights is not None:
-            # By position, not by path: Keras numbers layer names per session ("dense_3"),
-            # so the same model built twice has different paths but must compare equal.
-            return _View("attrs", kind, {"weights": weights}, f"{kind} ({len(weights)} weights)")
-    return _bad(value, _why_unsupported(value))
+def _inside_object(path: tuple[Step, ...]) -> bool:
+    return any(kind is not None for kind, _ in path)
 
 
-def _is_tf_tensor(tf: Any, value: object) -> bool:
-    """``tf.is_tensor``, which reads attributes: a ``__getattr__`` that raises means no."""
-    try:
-        return bool(getattr(tf, "is_tensor", lambda _: False)(value))
-    except Exception:
-        return False
-
-
-def _tensor_view(value: Any, kind: str, to_array: Callable[[], np.ndarray]) -> _View:
-    try:
-        array = to_array()
-    except Exception as exc:  # symbolic tensors and the like have no value to hash
-        return _View("bad", kind, f"its value cannot be read ({type(exc).__name__})", kind)
-    # The framework's own dtype name: "string" for a TF string tensor, not "object".
-    dtype = getattr(value, "dtype", array.dtype)
-    dtype_name = getattr(dtype, "name", None) or str(dtype).removeprefix("torch.")
-    return _View("array", kind, array, f"{kind} {dtype_name} {tuple(array.shape)}")
-
-
-def _torch_array(tensor: Any) -> np.ndarray:
-    """A torch tensor's values; bfloat16 (no NumPy dtype) is widened exactly to float32."""
-    tensor = tensor.detach().cpu()
-    try:
-        return tensor.numpy()
-    except TypeError:
-        return tensor.float().numpy()
-
-
-def _rng_state(value: object) -> dict[str, object] | None:
-    """The state of a NumPy or Python random generator, which decides its next draws."""
-    np = sys.modules.get("numpy")
-    if np is not None and isinstance(value, np.random.Generator):
-        return {"bit_generator.state": value.bit_generator.state}
-    if np is not None and isinstance(value, np.random.BitGenerator):
-        return {"state": value.state}
-    if np is not None and isinstance(value, np.random.RandomState):
-        return {"get_state()": value.get_state(legacy=False)}
-    if isinstance(value, random.Random) and not isinstance(value, random.SystemRandom):
-        return {"getstate()": value.getstate()}
-    return None
-
-
-def _why_unsupported(value: object) -> str:
-    if isinstance(value, random.SystemRandom):
-        return "SystemRandom draws from the operating system and has no state"
-    if isinstance(value, types.ModuleType):
-        return "modules are not fingerprinted"
-    if isinstance(value, type):
-        return "classes are not fingerprinted"
-    if callable(value):
-        return "functions and other callables are not fingerprinted"
-    if _has_attribute(value, "read") or _has_attribute(value, "write"):
-        return "files and streams have no comparable value"
-    return f"{type(value).__name__} is not a supported type"
-
-
-def _bad(value: object, reason: str) -> _View:
-    kind = type(value).__name__
-    return _View("bad", kind, reason, kind)
-
-
-def _array_summary(kind: str, array: Any) -> str:
-    return f"{kind} {array.dtype.name} {tuple(array.shape)}"
-
-
-def _scalar_summary(value: object) -> str:
-    kind = type(value).__name__
-    return f"{kind} (len {len(value)})" if isinstance(value, (str, bytes)) else kind
+def _last_segment(name: str, path: tuple[Step, ...]) -> str:
+    """The path from the innermost object's part on: what "first at" repeats."""
+    starts = [i for i, (kind, _) in enumerate(path) if kind is not None]
+    if not starts:
+        return _path_text(name, path)
+    return _path_text("", ((None, path[starts[-1]][1]), *path[starts[-1] + 1:]))
 
 
 # -- hashing ---------------------------------------------------------------------------
@@ -391,8 +279,9 @@ class _Walk:
         self._digests: dict[int, bytes] = {}
         self._alive: list[object] = []
         self._active: set[int] = set()  # containers on the current path
+        self._views: dict[int, View] = {}  # children's views made by _hash_arrays_ahead
 
-    def digest(self, value: object, view: _View | None = None, depth: int = 0) -> bytes:
+    def digest(self, value: object, view: View | None = None, depth: int = 0) -> bytes:
         """xxh3_128 of ``value``; raises _Unsupported (with the path) if it cannot be hashed.
 
         Scalars are not memoised: as children they are fed inline, never by digest.
@@ -408,59 +297,95 @@ class _Walk:
         except _Unsupported:
             raise
         except Exception as exc:  # its __len__, __iter__, items() ... raised
-            raise _Unsupported("", _raised(exc)) from None
+            raise _Unsupported((), _raised(exc)) from None
         digest = hasher.digest()
         if view.category != "scalar":
             self._digests[ident] = digest
             self._alive.append(value)
         return digest
 
-    def _feed_view(self, hasher: Any, view: _View, ident: int, depth: int) -> None:
+    def _feed_view(self, hasher: Any, view: View, ident: int, depth: int) -> None:
         """Stream a value into ``hasher``: a tag for category and type, then its contents.
 
         Every variable-length part is length-prefixed, so distinct values cannot collide
         by concatenation.
         """
         if view.category == "bad":
-            raise _Unsupported("", view.payload)
+            raise _Unsupported((), view.payload)
         if depth > _MAX_DEPTH:
-            raise _Unsupported("", f"nested more than {_MAX_DEPTH} levels deep")
-        _feed_bytes(hasher, f"{view.category}:{view.kind}".encode())
+            raise _Unsupported((), f"nested more than {_MAX_DEPTH} levels deep")
+        hasher.update(_tag(view.category, view.kind))
         if view.category == "array":
-            # The summary carries the framework's dtype: a bfloat16 tensor is hashed
-            # through float32 values, and must not equal the float32 tensor of them.
-            _feed_bytes(hasher, view.summary.encode())
-            self._feed_array(hasher, view.payload, depth)
+            if view.payload.dtype.hasobject:
+                self._feed_objects(hasher, view, depth)
+            else:
+                _feed_array(hasher, view)
             return
         if view.category == "scalar":
             _feed_scalar(hasher, view.payload)
             return
         if ident in self._active:
-            raise _Unsupported("", "it contains itself")
+            raise _Unsupported((), "it contains itself")
         self._active.add(ident)
         try:
             self._feed_children(hasher, view, depth)
         finally:
             self._active.discard(ident)
 
-    def _feed_children(self, hasher: Any, view: _View, depth: int) -> None:
+    def _feed_children(self, hasher: Any, view: View, depth: int) -> None:
         payload = view.payload
         hasher.update(struct.pack("<Q", len(payload)))
         if view.category == "set":
             digests = []
             for item in payload:
                 sub = xxhash.xxh3_128()
-                self._feed_child(sub, item, lambda: "{...}", depth)
+                self._feed_child(sub, item, lambda: (None, "{...}"), depth)
                 digests.append(sub.digest())
             hasher.update(b"".join(sorted(digests)))
             return
-        category = view.category
-        for key, child in _children(view):
-            if category != "seq":
-                self._feed_child(hasher, key, lambda k=key: _step(category, k) + " (key)", depth)
-            self._feed_child(hasher, child, lambda k=key: _step(category, k), depth)
+        ahead = self._hash_arrays_ahead(view, depth + 1)
+        try:
+            for key, child in _children(view):
+                if view.category != "seq":
+                    self._feed_child(hasher, key, lambda k=key: _key_step(view, k), depth)
+                self._feed_child(hasher, child, lambda k=key: _step(view, k), depth)
+        finally:
+            for ident in ahead:
+                self._views.pop(ident, None)
 
-    def _feed_child(self, hasher: Any, child: object, step: Callable[[], str], depth: int) -> None:
+    def _hash_arrays_ahead(self, view: View, depth: int) -> list[int]:
+        """Hash a container's arrays of plain data (a model's tensors) before its children
+        are fed in order: in one tight loop, and where they are big in threads (xxhash
+        releases the GIL, so they are hashed in parallel). The children's views are kept for
+        _feed_child; returns the ids they are kept under."""
+        if len(view.payload) > _AHEAD_MAX_CHILDREN or depth > _MAX_DEPTH:
+            return []
+        kept, arrays, size = [], [], 0
+        for _, child in _children(view):
+            ident = id(child)
+            if type(child) in _PLAIN_SCALARS or ident in self._digests or ident in self._views:
+                continue
+            child_view = _view_of(child)
+            self._views[ident] = child_view
+            kept.append(ident)
+            payload = child_view.payload
+            if child_view.category == "array" and not payload.dtype.hasobject and (
+                    payload.flags.c_contiguous):
+                arrays.append((child, child_view))
+                size += payload.nbytes
+        threads = _hashing_threads() if size >= _AHEAD_THREADS_MIN_BYTES else 1
+        own, *others = _shares(arrays, threads) if arrays else [[]]
+        done = [(share, _hashing_pool().submit(_array_digests, share)) for share in others]
+        results = [(own, _array_digests(own))]  # this thread hashes a share too
+        results += [(share, future.result()) for share, future in done]
+        for share, digests in results:
+            for (child, _), digest in zip(share, digests, strict=True):
+                self._digests[id(child)] = digest
+                self._alive.append(child)
+        return kept
+
+    def _feed_child(self, hasher: Any, child: object, step: Callable[[], Step],
+                    depth: int) -> None:
         """Feed a scalar inline, anything else as its digest; if it is unsupported, prefix
         its path with ``step()`` (made lazily)."""
         if type(child) in _PLAIN_SCALARS:  # the common case, without a view
@@ -469,7 +394,7 @@ class _Walk:
             return
         digest = self._digests.get(id(child))
         if digest is None:
-            view = _view_of(child)
+            view = self._views.get(id(child)) or _view_of(child)
             if view.category == "scalar":  # a str subclass, a bytearray, a scalar's Snapshot
                 hasher.update(b"s")
                 _feed_bytes(hasher, f"scalar:{view.kind}".encode())
@@ -478,33 +403,100 @@ class _Walk:
             try:
                 digest = self.digest(child, view, depth + 1)
             except _Unsupported as exc:
-                raise _Unsupported(step() + exc.path, exc.reason) from None
+                raise _Unsupported((step(), *exc.path), exc.reason) from None
         hasher.update(b"d")
         hasher.update(digest)
 
-    def _feed_array(self, hasher: Any, array: np.ndarray, depth: int) -> None:
-        """Hash dtype, shape and the elements in C order, without copying the whole array."""
+    def _feed_objects(self, hasher: Any, view: View, depth: int) -> None:
+        """An object array: summary, dtype and shape, then each element as a child."""
         import numpy as np  # loaded: an array was met
 
-        _feed_bytes(hasher, str(array.dtype.descr if array.dtype.fields else array.dtype.str)
-                    .encode())
-        _feed_bytes(hasher, repr(tuple(array.shape)).encode())
-        if array.dtype.hasobject:
-            for index, item in enumerate(array.ravel()):
-                self._feed_child(
-                    hasher, item, lambda i=index: _index_text(np.unravel_index(i, array.shape)),
-                    depth,
-                )
-        elif array.flags.c_contiguous:
-            hasher.update(array.reshape(-1).view(np.uint8))
-        else:
-            buffer = np.empty(0, array.dtype)  # reused: one allocation, not one per block
-            for _, (block,) in _blocks((array,)):
-                if buffer.size < block.size:
-                    buffer = np.empty(block.size, array.dtype)
-                out = buffer[: block.size].reshape(block.shape)
-                _copy_in_c_order(out, block)
-                hasher.update(out.reshape(-1).view(np.uint8))
+        array = view.payload
+        _feed_array_header(hasher, view)
+        for index, item in enumerate(array.ravel()):
+            self._feed_child(
+                hasher, item,
+                lambda i=index: (None, _index_text(np.unravel_index(i, array.shape))), depth,
+            )
+
+
+def _feed_array_header(hasher: Any, view: View) -> None:
+    # The summary carries the framework's dtype: a bfloat16 tensor is hashed through
+    # float32 values, and must not equal the float32 tensor of them.
+    _feed_bytes(hasher, view.summary.encode())
+    _feed_bytes(hasher, _dtype_text(view.payload.dtype))
+    _feed_bytes(hasher, repr(tuple(view.payload.shape)).encode())
+
+
+def _feed_array(hasher: Any, view: View) -> None:
+    """Hash summary, dtype, shape and the elements in C order, without copying the whole
+    array (a non-contiguous one is copied a block at a time)."""
+    import numpy as np  # loaded: an array was met
+
+    array = view.payload
+    _feed_array_header(hasher, view)
+    if array.flags.c_contiguous:
+        hasher.update(array.reshape(-1).view(np.uint8))
+        return
+    buffer = np.empty(0, array.dtype)  # reused: one allocation, not one per block
+    for _, (block,) in _blocks((array,)):
+        if buffer.size < block.size:
+            buffer = np.empty(block.size, array.dtype)
+        out = buffer[: block.size].reshape(block.shape)
+        _copy_in_c_order(out, block)
+        hasher.update(out.reshape(-1).view(np.uint8))
+
+
+def _array_digests(share: list[tuple[object, View]]) -> list[bytes]:
+    """The digests _Walk.digest gives these arrays of plain data (run in a hashing thread)."""
+    digests = []
+    for _, view in share:
+        hasher = xxhash.xxh3_128()
+        hasher.update(_tag(view.category, view.kind))
+        _feed_array(hasher, view)
+        digests.append(hasher.digest())
+    return digests
+
+
+def _shares(arrays: list[tuple[object, View]], count: int) -> list[list[tuple[object, View]]]:
+    """``arrays`` split into ``count`` shares of about equal bytes (one task per thread:
+    a task per array would cost more than hashing a small one)."""
+    shares: list[list[tuple[object, View]]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for item in sorted(arrays, key=lambda item: -item[1].payload.nbytes):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(item)
+        loads[lightest] += item[1].payload.nbytes
+    return [share for share in shares if share]
+
+
+@functools.cache
+def _hashing_threads() -> int:
+    """How many threads hash arrays side by side: the CPUs this process may use, up to 4."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(4, usable or 1)
+
+
+@functools.cache
+def _hashing_pool() -> ThreadPoolExecutor:
+    """The threads that hash the shares the walking thread leaves to them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(_hashing_threads() - 1, thread_name_prefix="det_nb-hash")
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads
+    os.register_at_fork(after_in_child=_hashing_pool.cache_clear)
+
+
+@functools.lru_cache(maxsize=1024)
+def _dtype_text(dtype: np.dtype) -> bytes:
+    return str(dtype.descr if dtype.fields else dtype.str).encode()
+
+
+def _key_step(view: View, key: object) -> Step:
+    kind, text = _step(view, key)
+    return (kind, text + " (key)")
 
 
 def _feed_scalar(hasher: Any, value: object) -> None:
@@ -540,8 +532,18 @@ def _copy_in_c_order(out: np.ndarray, block: np.ndarray) -> None:
 
 
 def _feed_bytes(hasher: Any, data: bytes) -> None:
-    hasher.update(struct.pack("<Q", len(data)))
-    hasher.update(data)
+    if len(data) < 4096:  # one call for the many short tags and names
+        hasher.update(struct.pack("<Q", len(data)) + data)
+    else:  # no copy of a big one
+        hasher.update(struct.pack("<Q", len(data)))
+        hasher.update(data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag(category: str, kind: str) -> bytes:
+    """What starts a value's hash: its category and kind, length-prefixed (made once)."""
+    data = f"{category}:{kind}".encode()
+    return struct.pack("<Q", len(data)) + data
 
 
 def _blocks(arrays: tuple[np.ndarray, ...], offset: int = 0) -> Iterator[tuple[int, tuple]]:
@@ -567,19 +569,10 @@ def _blocks(arrays: tuple[np.ndarray, ...], offset: int = 0) -> Iterator[tuple[i
         yield offset + start * row_items, tuple(a[start : start + step] for a in arrays)
 
 
-def _children(view: _View) -> Iterable[tuple[object, object]]:
+def _children(view: View) -> Iterable[tuple[object, object]]:
     if view.category == "seq":
         return enumerate(view.payload)
     return view.payload.items()
-
-
-def _step(category: str, key: object) -> str:
-    """How one step into a container is written in a path."""
-    if category in ("attrs", "state"):
-        return f".{key}"
-    if category == "seq":
-        return f"[{key}]"
-    return f"[{key!r}]"
 
 
 def _index_text(index: tuple) -> str:
@@ -628,109 +621,132 @@ def _same(a: object, b: object, walk: _Walk) -> bool:
 
 
 def _diff(
-    a: object, b: object, path: str, labels: tuple[str, str], depth: int, walk: _Walk
+    a: object, b: object, name: str, path: tuple[Step, ...], labels: tuple[str, str],
+    walk: _Walk,
 ) -> str | None:
-    """The first difference between ``a`` and ``b`` below ``path``, or None.
+    """The first difference between ``a`` and ``b`` at ``path`` below ``name``, or None.
 
     Children that hash equal are skipped without a walk.
     """
     va, vb = _view_of(a), _view_of(b)
+    here = _path_text(name, path)
     if "bad" in (va.category, vb.category):
-        return f"{path}: cannot be compared ({va.summary} vs {vb.summary})"
+        reason = va.payload if va.category == "bad" else vb.payload
+        return f"{here}: {va.kind}: cannot be compared ({reason})"
     if (va.category, va.kind) != (vb.category, vb.kind):
-        return f"{path}: type {va.kind} vs {vb.kind}"
-    if depth > _MAX_DEPTH:
+        return f"{here}: type {va.kind} vs {vb.kind}"
+    if len(path) > _MAX_DEPTH:
         return None
+    try:
+        return _diff_views(va, vb, name, path, labels, walk)
+    except Exception as exc:  # the values' own code raised while their parts were read
+        return f"{here}: cannot be compared ({_raised(exc)})"
+
+
+def _diff_views(
+    va: View, vb: View, name: str, path: tuple[Step, ...], labels: tuple[str, str],
+    walk: _Walk,
+) -> str | None:
+    """:func:`_diff` of two views of the same category and kind."""
+    here = _path_text(name, path)
     if va.category == "array":
-        return _array_diff(va, vb, path, labels, depth, walk)
+        return _array_diff(va, vb, name, path, labels, walk)
     if va.category == "scalar":
-        return _scalar_diff(va.payload, vb.payload, path, labels)
+        return _scalar_diff(va.kind, va.payload, vb.payload, here, labels)
     if va.category == "state":
-        return f"{path}: {va.kind} state differs, so its next draws differ"
+        return f"{here}: {va.kind} state differs, so its next draws differ"
     if va.category == "set":
-        return _set_diff(va.payload, vb.payload, path, labels, walk)
+        return _set_diff(va.payload, vb.payload, here, labels, walk)
     if va.category == "seq" and len(va.payload) != len(vb.payload):
-        return f"{path}: {va.kind} length {len(va.payload)} vs {len(vb.payload)}"
-    if va.category in ("map", "attrs"):
-        found = _keys_diff(va, vb, path, labels, walk)
+        return f"{here}: {va.kind} length {len(va.payload)} vs {len(vb.payload)}"
+    if va.category == "map":
+        found = _keys_diff(va, vb, here, labels, walk)
         if found:
             return found
-    children_b = dict(_children(vb)) if va.category != "seq" else None
-    for key, child_a in _children(va):
-        child_b = vb.payload[key] if children_b is None else children_b[key]
+    if va.category == "seq":
+        pairs = ((key, child, vb.payload[key]) for key, child in _children(va))
+    else:  # an object's common parts come before its missing ones: labels explain keys
+        children_b = dict(_children(vb))
+        pairs = ((key, child, children_b[key]) for key, child in _children(va)
+                 if key in children_b)
+    for key, child_a, child_b in pairs:
         if _same(child_a, child_b, walk):
             continue
-        found = _diff(child_a, child_b, path + _step(va.category, key), labels, depth + 1, walk)
+        found = _diff(child_a, child_b, name, (*path, _step(va, key)), labels, walk)
         if found:
             return found
-    return None
+    return _keys_diff(va, vb, here, labels, walk) if va.category == "attrs" else None
 
 
-def _keys_diff(
-    va: _View, vb: _View, path: str, labels: tuple[str, str], walk: _Walk
-) -> str | None:
+def _keys_diff(va: View, vb: View, here: str, labels: tuple[str, str], walk: _Walk) -> str | None:
     """Keys are compared by fingerprint, so 1 and True or 1 and 1.0 count as different."""
     keys_a = {_digest(k, walk): k for k in va.payload}
     keys_b = {_digest(k, walk): k for k in vb.payload}
+    what = f"{va.kind}: part" if va.category == "attrs" else "key"
     for digest, key in keys_a.items():
         if digest not in keys_b:
-            return f"{path}: key {key!r} only in {labels[0]}"
+            return f"{here}: {what} {key!r} only in {labels[0]}"
     for digest, key in keys_b.items():
         if digest not in keys_a:
-            return f"{path}: key {key!r} only in {labels[1]}"
+            return f"{here}: {what} {key!r} only in {labels[1]}"
     if list(keys_a) != list(keys_b):
-        return f"{path}: same keys in a different order"
+        return f"{here}: same keys in a different order"
     return None
 
 
-def _set_diff(a: Iterable, b: Iterable, path: str, labels: tuple[str, str], walk: _Walk) -> str:
+def _set_diff(a: Iterable, b: Iterable, here: str, labels: tuple[str, str], walk: _Walk) -> str:
     digests_a, digests_b = {_digest(x, walk) for x in a}, {_digest(x, walk) for x in b}
     only_a, only_b = digests_a - digests_b, digests_b - digests_a
-    return (f"{path}: {len(only_a)} elements only in {labels[0]}, "
+    return (f"{here}: {len(only_a)} elements only in {labels[0]}, "
             f"{len(only_b)} only in {labels[1]}")
 
 
-def _scalar_diff(a: Any, b: Any, path: str, labels: tuple[str, str]) -> str | None:
-    kind = type(a).__name__
+def _scalar_diff(kind: str, a: Any, b: Any, here: str, labels: tuple[str, str]) -> str | None:
     if isinstance(a, float | complex):
         if struct.pack("<dd", a.real, a.imag) == struct.pack("<dd", b.real, b.imag):
             return None
         if a == b or (a != a and b != b):
-            return f"{path}: {kind} same value, different bits ({a!r} vs {b!r})"
+            return f"{here}: {kind} same value, different bits ({a!r} vs {b!r})"
         if a != a or b != b:
-            return f"{path}: {kind} is NaN in {labels[0] if a != a else labels[1]} only"
-        return f"{path}: {kind} differs by {_number(abs(a - b))}"
+            return f"{here}: {kind} is NaN in {labels[0] if a != a else labels[1]} only"
+        return f"{here}: {kind} differs by {_number(abs(a - b))}"
     if isinstance(a, bool):
-        return None if a is b else f"{path}: bool {a} vs {b}"
+        return None if a is b else f"{here}: {kind} {a} vs {b}"
     if isinstance(a, int):
-        return None if a == b else f"{path}: {kind} differs by {_number(abs(a - b))}"
+        return None if a == b else f"{here}: {kind} differs by {_number(abs(a - b))}"
     if isinstance(a, str | bytes):
         if a == b:
             return None
         pairs = enumerate(zip(a, b, strict=False))
         at = next((i for i, (x, y) in pairs if x != y), min(len(a), len(b)))
-        return f"{path}: {kind} differs at position {at} (lengths {len(a)} and {len(b)})"
+        return f"{here}: {kind} differs at position {at} (lengths {len(a)} and {len(b)})"
     return None  # None is always equal to None
 
 
 def _array_diff(
-    va: _View, vb: _View, path: str, labels: tuple[str, str], depth: int, walk: _Walk
+    va: View, vb: View, name: str, path: tuple[Step, ...], labels: tuple[str, str], walk: _Walk
 ) -> str | None:
+    """Count, largest difference and first index of the elements whose bits differ.
+
+    Inside an object the array's summary is left out (its part says what it is); the
+    values of a column, series or index (kind ``ROWS``) are counted in rows.
+    """
     import numpy as np  # loaded: an array was met
 
     a, b = va.payload, vb.payload
+    here = _path_text(name, path)
     if a.dtype != b.dtype:
-        return f"{path}: dtype {a.dtype.name} vs {b.dtype.name}"
+        return f"{here}: dtype {a.dtype.name} vs {b.dtype.name}"
     if a.shape != b.shape:
-        return f"{path}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+        return f"{here}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
     if va.summary != vb.summary:  # e.g. bfloat16 and float32 tensors of the same values
-        return f"{path}: {va.summary} vs {vb.summary}"
-    what = f"{path}: {va.summary}"
+        return f"{here}: {va.summary} vs {vb.summary}"
     if a.dtype.hasobject:
         for index in np.ndindex(a.shape):
             if _same(a[index], b[index], walk):
                 continue
-            found = _diff(a[index], b[index], path + _index_text(index), labels, depth + 1, walk)
+            found = _diff(a[index], b[index], name, (*path, (None, _index_text(index))), labels,
+                          walk)
             if found:
                 return found
         return None
@@ -753,15 +769,20 @@ def _array_diff(
                 largest = block_max if largest is None else max(largest, block_max)
     if first is None:
         return None
-    parts = [f"{count} of {a.size} elements differ"]
+    rows = va.kind == ROWS and a.ndim == 1
+    parts = [f"{count} of {a.size} {'rows' if rows else 'elements'} differ"]
     if largest is not None:
         parts.append(f"max abs difference {_number(largest)}{_unit(a.dtype)}")
         if largest == 0:
             parts.append("only bit patterns differ (signed zeros or NaN payloads)")
     if nans:
         parts.append(f"{nans} involve NaN")
-    if a.ndim:
-        parts.append(f"first at {path}{_index_text(np.unravel_index(first, a.shape))}")
+    if rows:
+        parts.append(f"first at row {first}")
+    elif a.ndim:
+        where = _index_text(np.unravel_index(first, a.shape))
+        parts.append(f"first at {_last_segment(name, path)}{where}")
+    what = here if _inside_object(path) else f"{here}: {va.summary}"
     return f"{what}: " + "; ".join(parts)
 
 
@@ -776,7 +797,8 @@ def _bits_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _abs_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-    """|a - b| exactly for integers and times, in float64 (or wider) for floats."""
+    """|a - b| exactly for integers and times, in float64 (or wider) for floats and for
+    float types NumPy knows only as extensions (JAX's bfloat16)."""
     import numpy as np  # loaded: an array was met
 
     kind = a.dtype.kind
@@ -786,6 +808,11 @@ def _abs_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         high, low = np.maximum(a, b), np.minimum(a, b)
         unsigned = f"u{a.dtype.itemsize}"
         return high.astype(unsigned) - low.astype(unsigned)  # exact: wraps modulo 2**bits
+    if kind == "V" and a.dtype.fields is None:
+        try:  # ml_dtypes' bfloat16, float8: NumPy extension types that convert to float64
+            a, b, kind = a.astype(np.float64), b.astype(np.float64), "f"
+        except (TypeError, ValueError):
+            return None
     if kind not in "fc":
         return None  # bool, strings, raw bytes: no meaningful distance
     wide = np.result_type(a.dtype, np.float64 if kind == "f" else np.complex128)

@@ -110,7 +110,11 @@ def test_runs_must_be_an_integer_from_two_to_a_thousand(ipy: InteractiveShell) -
     assert validate_runs(MAX_RUNS) == 1000
 
 
-def test_unfingerprintable_values_are_listed_as_unchecked(ipy: InteractiveShell) -> None:
+def test_a_value_that_cannot_be_compared_makes_the_verdict_not_proven(
+    ipy: InteractiveShell,
+) -> None:
+    """Equal where compared is not a pass: the uncompared value is named with its type and
+    why. The function the cell defines is code, not a result: neither compared nor listed."""
     report = check(ipy, """
         f = lambda v: v + 1
         handle = open(__import__("os").devnull)
@@ -118,21 +122,39 @@ def test_unfingerprintable_values_are_listed_as_unchecked(ipy: InteractiveShell)
     """)
     ipy.user_ns["handle"].close()
     assert report.text() == textwrap.dedent("""\
-        deterministic across 2 runs for the compared names; 2 unchecked
+        not proven across 2 runs: 1 value could not be compared
         compared:
           n: int
-        unchecked:
-          f: function: functions and other callables are not fingerprinted
+        could not be compared:
           handle: TextIOWrapper: files and streams have no comparable value""")
-    assert not report.differing
+    assert not report.differing and not report.deterministic
+    html = report.html()
+    assert '<strong style="color: #b35900">not proven across 2 runs: 1 value could not be ' \
+           'compared</strong>' in html  # amber: neither a pass nor a difference
+    assert "<div>could not be compared:</div><ul><li><code>handle: TextIOWrapper: " in html
 
 
-def test_only_unchecked_names_give_no_verdict(ipy: InteractiveShell) -> None:
-    report = check(ipy, "g = lambda: 0")
+def test_code_alone_is_nothing_to_compare_and_an_uncomparable_value_alone_is_not_proven(
+    ipy: InteractiveShell,
+) -> None:
+    code = check(ipy, """
+        import json
+        from functools import partial
+        def g():
+            return 0
+        class Model:
+            pass
+        h = partial(print, 1)
+        dumps = json.dumps
+    """)
+    assert code.text() == "nothing to compare across 2 runs: the cell assigned or changed no names"
+    assert not code.deterministic
+    report = check(ipy, "import threading\nlock = threading.Lock()")
+    assert report.text() == textwrap.dedent("""\
+        not proven across 2 runs: 1 value could not be compared
+        could not be compared:
+          lock: lock: lock is not a supported type""")
     assert not report.deterministic
-    assert report.headline() == (
-        "no verdict across 2 runs: nothing the cell changed could be compared"
-    )
 
 
 def test_a_cell_that_changes_nothing(ipy: InteractiveShell) -> None:
@@ -218,12 +240,24 @@ def test_untouched_names_are_not_fingerprinted(
     assert id(ipy.user_ns["source"]) in hashed
 
 
-def test_objects_used_but_not_fingerprintable_are_unchecked(ipy: InteractiveShell) -> None:
+def test_objects_changed_in_place_are_compared_by_their_attributes(
+    ipy: InteractiveShell,
+) -> None:
     ipy.run_cell("class Counter:\n    n = 0\n    def step(self):\n        self.n += 1\n"
                  "counter = Counter()")
     report = check(ipy, "counter.step()")
-    assert [u.name for u in report.unchecked] == ["counter"]
-    assert report.unchecked[0].reason.startswith("used by the cell, and changes inside it")
+    assert differing(report) == {"counter": "counter: Counter: n: int differs by 1 (runs 1 and 2)"}
+
+
+def test_objects_used_but_not_fingerprintable_make_it_not_proven(ipy: InteractiveShell) -> None:
+    ipy.run_cell("import threading\nclass Guarded:\n    def __init__(self):\n"
+                 "        self.lock = threading.Lock()\n        self.n = 0\nguarded = Guarded()")
+    report = check(ipy, "guarded.n += 1\ntotal = 1")
+    assert [u.name for u in report.unchecked] == ["guarded"]
+    assert report.unchecked[0].reason == (
+        "Guarded: used by the cell, which may change it unseen: at lock: lock is not a "
+        "supported type")
+    assert report.headline() == "not proven across 2 runs: 1 value could not be compared"
 
 
 def test_report_renders_text_html_and_mimebundle(ipy: InteractiveShell) -> None:
@@ -324,18 +358,19 @@ def test_det_check_lists_objects_whose_own_code_raises_as_unchecked(shell, capsy
         for name in set(shell.user_ns) - set(saved):
             del shell.user_ns[name]
     assert result.success and result.error_in_exec is None, result.error_in_exec
+    # Attrs and Unbuilt are compared by their instance attributes, read without running
+    # their __getattr__ or properties.
     assert out == textwrap.dedent("""\
-        deterministic across 2 runs for the compared names; 7 unchecked
+        not proven across 2 runs: 3 values could not be compared
         compared:
           kind: str (len 5)
           lr: float
-        unchecked:
-          cfg: used by the cell, and changes inside it cannot be seen: Attrs is not a supported type
-          model: Unbuilt: reading it raised RuntimeError: model is not built
-          nested: list: at [1]['m']: reading it raised RuntimeError: model is not built
+          model: Unbuilt (0 attributes)
+          nested: list (len 2)
+          settings: Attrs (1 attribute)
+        could not be compared:
           odd: NoClass: reading it raised RuntimeError: no class for you
           rows: NoLength: reading it raised TypeError: length unknown
-          settings: Attrs: Attrs is not a supported type
           table: NoItems: reading it raised ValueError: items are private
     """)
 
@@ -435,8 +470,9 @@ def test_keras_model_seeded_compares_by_weights(ipy, keras) -> None:
     # Without seeding, the default initialiser draws new weights each run.
     report = check(ipy, cell, seed=lambda: None)
     assert differing(report)["model"].startswith(
-        "model.weights[0]: keras.Variable float32 (4, 3): 12 of 12 elements differ"
+        "model: Sequential: weights[0]: 12 of 12 elements differ; max abs difference "
     )
+    assert differing(report)["model"].endswith("; first at weights[0][0, 0] (runs 1 and 2)")
 
 
 def test_keras_model_trained_in_place_is_described(ipy, keras) -> None:
@@ -446,5 +482,5 @@ def test_keras_model_trained_in_place_is_described(ipy, keras) -> None:
                  "net.compile(optimizer='sgd', loss='mse')")
     report = check(ipy, "net.fit(np.ones((8, 2)), np.ones(8), epochs=1, verbose=0)")
     (found,) = report.differing
-    assert found.detail.startswith("net.weights[0]: keras.Variable float32 (2, 1): 2 of 2")
+    assert found.detail.startswith("net: Sequential: weights[0]: 2 of 2 elements differ")
     assert "net existed before the cell" in found.note

@@ -37,3 +37,75 @@ def test_det_check_bad_runs(shell, line, message) -> None:
     with pytest.raises(UsageError, match=re.escape(message) + "$"):
         shell.run_cell_magic("det_check", line, cell)
     assert shell.user_ns["runs_made"] == 0
+
+
+FAMILIES_CELL = """\
+import jax
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.ensemble import RandomForestClassifier
+{draws}
+net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+x = torch.randn(16, 3)
+net(x).pow(2).mean().backward()
+with torch.no_grad():  # a step by hand: torch.optim imports triton, fatal next to TF
+    for weight in net.parameters():
+        weight -= 0.1 * weight.grad
+del weight
+frame = pd.DataFrame({{"a": np.random.rand(16), "b": pd.Categorical(list("uv") * 8)}})
+forest = RandomForestClassifier(3).fit(frame[["a"]], frame["b"])
+params = {{"w": jax.random.normal(key, (2, 2))}}
+def loss(p):
+    return (p["w"] ** 2).sum()
+"""
+SEEDED = "key = jax.random.key(0)"
+UNSEEDED = """\
+import os
+torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
+np.random.seed(int.from_bytes(os.urandom(4), "little"))
+key = jax.random.key(int.from_bytes(os.urandom(4), "little"))"""
+
+
+def test_det_check_compares_a_trained_model_a_frame_an_estimator_and_jax_arrays(
+    shell, capsys
+) -> None:
+    """Seeded: every value compared and equal, the function the cell defines not listed."""
+    shell.run_line_magic("det_seed", "42 --quiet")
+    capsys.readouterr()
+    shell.run_cell("%%det_check\n" + FAMILIES_CELL.format(draws=SEEDED))
+    assert capsys.readouterr().out == (
+        "deterministic across 2 runs\n"
+        "compared:\n"
+        "  forest: RandomForestClassifier (fitted)\n"
+        "  frame: DataFrame (16 rows, 2 columns)\n"
+        "  key: jax PRNG key threefry2x32 ()\n"
+        "  net: Sequential (torch.nn.Module, 9 tensors)\n"
+        "  params: dict (1 key)\n"
+        "  x: torch.Tensor float32 (16, 3)\n")
+
+
+def test_det_check_names_each_family_value_that_drifts(shell, capsys) -> None:
+    shell.run_line_magic("det_seed", "42 --quiet")
+    capsys.readouterr()
+    shell.run_cell("%%det_check\n" + FAMILIES_CELL.format(draws=UNSEEDED))
+    out = capsys.readouterr().out
+    assert out.startswith("NOT deterministic across 2 runs\n")
+    assert "  net: torch.nn.Module: state_dict['0.weight']: 12 of 12 elements differ" in out
+    assert "  frame: DataFrame: column 'a': 16 of 16 rows differ" in out
+    assert "  key: jax PRNG key state differs, so its next draws differ" in out
+    assert "  params['w']: jax.Array float32 (2, 2): 4 of 4 elements differ" in out
+    assert "forest: RandomForestClassifier: " in out
+    assert "loss" not in out
+
+
+def test_det_check_says_not_proven_when_a_value_cannot_be_compared(shell, capsys) -> None:
+    shell.run_line_magic("det_seed", "42 --quiet")
+    capsys.readouterr()
+    shell.run_cell("%%det_check\nimport threading\nguard = threading.Lock()\ntotal = 3")
+    assert capsys.readouterr().out == (
+        "not proven across 2 runs: 1 value could not be compared\n"
+        "compared:\n"
+        "  total: int\n"
+        "could not be compared:\n"
+        "  guard: lock: lock is not a supported type\n")

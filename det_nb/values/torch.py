@@ -1,0 +1,152 @@
+"""PyTorch: tensors on any device (sparse, quantized and nested ones by their components),
+modules by ``state_dict()`` and training mode, optimizers, LR schedulers and other torch
+objects by ``state_dict()``, generators by their state."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from det_nb.values.base import Family, View, count, find, parts, scalar, state
+from det_nb.values.numpy import array_view
+
+TENSOR = "torch.Tensor"
+# The index tensors of each sparse layout besides values().
+_SPARSE_PARTS = {
+    "sparse_coo": ("indices",),
+    "sparse_csr": ("crow_indices", "col_indices"),
+    "sparse_bsr": ("crow_indices", "col_indices"),
+    "sparse_csc": ("ccol_indices", "row_indices"),
+    "sparse_bsc": ("ccol_indices", "row_indices"),
+}
+
+
+class Torch(Family):
+    """``torch.Tensor``, ``nn.Module``, optimizers, LR schedulers, ``torch.Generator``,
+    dtypes and devices, and any other torch object with a ``state_dict()``."""
+
+    name = "torch"
+    module = "torch"
+
+    def view(self, value: object, module: ModuleType | None) -> View | None:
+        torch: Any = module
+        if isinstance(value, find(torch, "Tensor")):
+            return tensor_view(torch, value)
+        kind = type(value).__name__
+        if isinstance(value, find(torch, "nn.Module")):
+            return _module_view(value, kind)
+        if isinstance(value, find(torch, "optim.Optimizer")):
+            return _by_state_dict(value, "torch.optim.Optimizer")
+        if isinstance(value, find(torch, "optim.lr_scheduler.LRScheduler")):
+            return _by_state_dict(value, "torch.optim.lr_scheduler.LRScheduler")
+        if isinstance(value, find(torch, "Generator")):
+            named = {"device": str(value.device), "get_state()": value.get_state().numpy()}
+            return state("torch.Generator", named)
+        if isinstance(value, find(torch, "dtype") + find(torch, "device") + find(torch, "layout")):
+            return scalar(f"torch.{kind}", str(value), f"torch.{kind} {value}")
+        if type(value).__module__.startswith("torch.") and callable(
+                getattr(type(value), "state_dict", None)):
+            return _by_state_dict(value, f"torch.{kind}")  # GradScaler, ...
+        return None
+
+
+def tensor_view(torch: Any, tensor: Any) -> View:
+    """A tensor by its values (copied to the CPU), or by its components where its layout
+    is not strided; a tensor without values (on the meta device) is not compared."""
+    if tensor.is_meta:
+        return View("bad", TENSOR, "a tensor on the meta device has a shape but no values",
+                    TENSOR)
+    dtype = _DTYPE_NAMES.get(tensor.dtype) or _dtype_name(tensor.dtype)
+    if tensor.is_nested:  # before its shape, which a nested tensor may not have
+        pieces = list(tensor.unbind())
+        return View("seq", f"{TENSOR} nested", pieces, f"{TENSOR} nested {dtype} "
+                    f"({len(pieces)} tensors)")
+    shape = tuple(tensor.shape)
+    layout = "strided" if tensor.layout is torch.strided else str(tensor.layout)[6:]
+    if layout in _SPARSE_PARTS:
+        if layout == "sparse_coo":
+            tensor = tensor.coalesce()  # one order of (index, value) pairs for equal tensors
+        named = {name: getattr(tensor, name)() for name in _SPARSE_PARTS[layout]}
+        named["values"] = tensor.values()
+        named["shape"] = shape
+        return parts(f"{TENSOR} {layout}", named, f"{TENSOR} {layout} {dtype} {shape}")
+    if tensor.is_quantized:
+        return _quantized_view(torch, tensor, dtype, shape)
+    try:
+        array = tensor_array(tensor)
+    except Exception as exc:  # fake and functional tensors and the like have no values
+        return View("bad", TENSOR, f"its value cannot be read ({type(exc).__name__})", TENSOR)
+    return array_view(array, TENSOR, dtype)
+
+
+def tensor_array(tensor: Any) -> Any:
+    """A strided tensor's values as an ndarray on the CPU (shared where the tensor is on the
+    CPU already). bfloat16 and other dtypes NumPy lacks are widened exactly (to float32,
+    complex64). An expanded tensor (stride 0) brings only the memory it spans to the CPU,
+    viewed with its strides: ``zeros(1).expand(10**6, 10**6)`` costs one element."""
+    import numpy as np  # torch has loaded it
+
+    if tensor.requires_grad:  # a state_dict's tensors are detached already
+        tensor = tensor.detach()
+    if tensor.is_conj() or tensor.is_neg():
+        tensor = tensor.resolve_conj().resolve_neg()
+    if tensor.is_contiguous():  # the common case: no element shares memory with another
+        return _cpu_numpy(tensor)
+    count = tensor.numel()
+    span = 1 + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride(), strict=True))
+    if count == 0 or count <= span:
+        return _cpu_numpy(tensor)
+    memory = _cpu_numpy(tensor.as_strided((span,), (1,), tensor.storage_offset()))
+    strides = tuple(s * memory.itemsize for s in tensor.stride())
+    return np.lib.stride_tricks.as_strided(memory, tuple(tensor.shape), strides,
+                                           writeable=False)
+
+
+# "float32" for torch.float32 (a report's dtype names, made once per dtype).
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
+def _dtype_name(dtype: Any) -> str:
+    _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return _DTYPE_NAMES[dtype]
+
+
+def _cpu_numpy(tensor: Any) -> Any:
+    if not tensor.is_cpu:
+        tensor = tensor.cpu()
+    try:
+        return tensor.numpy()
+    except TypeError:  # bfloat16, float8, complex32: no NumPy dtype
+        return (tensor.cfloat() if tensor.is_complex() else tensor.float()).numpy()
+
+
+def _quantized_view(torch: Any, tensor: Any, dtype: str, shape: tuple) -> View:
+    scheme = str(tensor.qscheme()).removeprefix("torch.")
+    named: dict[str, object] = {"qscheme": scheme, "int_repr()": tensor.int_repr()}
+    if "per_channel" in scheme:
+        named["q_per_channel_scales()"] = tensor.q_per_channel_scales()
+        named["q_per_channel_zero_points()"] = tensor.q_per_channel_zero_points()
+        named["q_per_channel_axis()"] = tensor.q_per_channel_axis()
+    else:
+        named["q_scale()"] = tensor.q_scale()
+        named["q_zero_point()"] = tensor.q_zero_point()
+    return parts(f"{TENSOR} quantized", named, f"{TENSOR} {dtype} {shape}")
+
+
+def _module_view(module: Any, kind: str) -> View:
+    """A module by its ``state_dict()`` (parameters and buffers, by key) and training mode."""
+    weights = module.state_dict()
+    named: dict[str, object] = {"class": kind, "training": module.training}
+    other_mode = {name: sub.training for name, sub in module.named_modules()
+                  if sub.training != module.training}
+    if other_mode:
+        named["training (submodules in the other mode)"] = other_mode
+    named["state_dict"] = weights
+    mode = "" if module.training else ", eval mode"
+    return parts("torch.nn.Module", named,
+                 f"{kind} (torch.nn.Module, {count(len(weights), 'tensor')}{mode})")
+
+
+def _by_state_dict(value: Any, kind: str) -> View:
+    name = type(value).__name__
+    return parts(kind, {"class": name, "state_dict": value.state_dict()}, f"{name} ({kind})")

@@ -1,0 +1,68 @@
+"""The TensorFlow and Keras families (few tests: importing TF takes seconds): ragged and
+sparse tensors by their components, generators by state, Keras optimizers and metrics by
+their variables. Tensors, variables and models: tests/test_check.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from det_nb.fingerprint import describe_difference, fingerprint, snapshot
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+
+def test_ragged_and_sparse_tensors_by_their_components() -> None:
+    """Before, a RaggedTensor was "nested more than 100 levels deep" at [][][]..."""
+    ragged = tf.ragged.constant([[1, 2], [3]])
+    assert fingerprint(ragged) == fingerprint(tf.ragged.constant([[1, 2], [3]]))
+    assert fingerprint(ragged).summary == "tf.RaggedTensor int32 (2, None)"
+    assert describe_difference(ragged, tf.ragged.constant([[1, 2], [4]]), "r") == (
+        "r: tf.RaggedTensor: flat_values: 1 of 3 elements differ; max abs difference 1; "
+        "first at flat_values[2]")
+    assert describe_difference(ragged, tf.ragged.constant([[1], [2, 3]]), "r") == (
+        "r: tf.RaggedTensor: nested_row_splits[0]: 1 of 3 elements differ; "
+        "max abs difference 1; first at nested_row_splits[0][1]")
+    sparse = tf.sparse.SparseTensor([[0, 1], [1, 2]], [1.0, 2.0], [2, 3])
+    other = tf.sparse.SparseTensor([[0, 1], [1, 2]], [1.0, 2.5], [2, 3])
+    assert fingerprint(sparse) == fingerprint(tf.sparse.SparseTensor([[0, 1], [1, 2]],
+                                                                     [1.0, 2.0], [2, 3]))
+    assert describe_difference(sparse, other, "s") == (
+        "s: tf.SparseTensor: values: 1 of 2 elements differ; max abs difference 0.5; "
+        "first at values[1]")
+    assert fingerprint(snapshot(sparse)) == fingerprint(sparse)
+
+
+def test_generators_and_datasets() -> None:
+    a, b = tf.random.Generator.from_seed(1), tf.random.Generator.from_seed(1)
+    assert fingerprint(a) == fingerprint(b)
+    b.normal([1])
+    assert describe_difference(a, b, "g") == (
+        "g: tf.random.Generator state differs, so its next draws differ")
+    assert fingerprint(tf.data.Dataset.range(3)).reason == (
+        "a tf.data.Dataset is a pipeline, not values: compare what it yields")
+
+
+def trained_optimizer(seed: int, steps: int) -> tuple:
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    data = np.random.default_rng(seed).random((8, 2)).astype("float32")
+    model.fit(data, data.sum(axis=1), epochs=steps, batch_size=8, verbose=0)
+    metric = keras.metrics.Mean()
+    metric.update_state(data.sum(axis=1))
+    return model.optimizer, metric
+
+
+def test_keras_optimizers_and_metrics_by_their_variables() -> None:
+    (optimizer, metric), (same, same_metric) = trained_optimizer(1, 1), trained_optimizer(1, 1)
+    assert fingerprint(optimizer) == fingerprint(same)  # its session-numbered name aside
+    assert fingerprint(metric) == fingerprint(same_metric)
+    assert fingerprint(optimizer).summary == "Adam (keras optimizer, 6 variables, 1 iteration)"
+    further, _ = trained_optimizer(1, 2)
+    assert describe_difference(optimizer, further, "opt") == (
+        "opt: Adam: variables[0]: 1 of 1 elements differ; max abs difference 1")
+    other_metric = trained_optimizer(2, 1)[1]
+    assert describe_difference(metric, other_metric, "m").startswith(
+        "m: Mean: variables[0]: 1 of 1 elements differ; max abs difference ")

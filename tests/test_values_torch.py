@@ -1,0 +1,150 @@
+"""The torch family: modules by state_dict and training mode, optimizers and schedulers by
+state_dict, generators by state, tensors of every layout and device, valueless tensors.
+
+No torch optimizer is created in this process: that imports triton, which aborts a
+process that has loaded TensorFlow (other test modules do)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from conftest import run_python
+
+from det_nb.fingerprint import Fingerprint, describe_difference, fingerprint, snapshot
+
+torch = pytest.importorskip("torch")
+
+
+def model(seed: int) -> object:
+    """A small model with a BatchNorm (parameters and buffers), built from ``seed``."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU())
+
+
+def test_a_buffer_that_differs_is_named_by_its_state_dict_key() -> None:
+    """Parameters and buffers count: the BatchNorm's running mean saw other data."""
+    net, other = model(0), model(0)
+    assert fingerprint(net) == fingerprint(other)
+    assert fingerprint(net).summary == "Sequential (torch.nn.Module, 7 tensors)"
+    net(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)))  # updates the buffers
+    other(torch.randn(8, 4, generator=torch.Generator().manual_seed(2)))
+    found = describe_difference(net, other, "net")
+    assert found.startswith(
+        "net: torch.nn.Module: state_dict['1.running_mean']: 3 of 3 elements differ; "
+        "max abs difference ")
+    assert found.endswith("; first at state_dict['1.running_mean'][0]")
+    assert fingerprint(snapshot(net)) == fingerprint(net)
+
+
+def test_one_changed_parameter_and_the_training_flag() -> None:
+    net, other = model(0), model(0)
+    with torch.no_grad():
+        other[0].weight[2, 1] += 0.5
+    assert describe_difference(net, other, "net") == (
+        "net: torch.nn.Module: state_dict['0.weight']: 1 of 12 elements differ; "
+        "max abs difference 0.5; first at state_dict['0.weight'][2, 1]")
+    assert describe_difference(net, model(0).eval(), "net") == (
+        "net: torch.nn.Module: training: bool True vs False")
+    mixed = model(0)
+    mixed[1].eval()
+    assert describe_difference(net, mixed, "net") == (
+        "net: torch.nn.Module: part 'training (submodules in the other mode)' only in run 2")
+
+
+def test_optimizers_and_schedulers_by_state_dict() -> None:
+    """In a fresh process: creating a torch optimizer imports torch._dynamo and with it
+    triton, whose LLVM aborts a process that has loaded TensorFlow's (DESIGN.md)."""
+    found = run_python("""
+        import json
+        import torch
+        from det_nb.fingerprint import describe_difference, fingerprint, snapshot
+
+        def trained(seed):
+            torch.manual_seed(seed)
+            net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+            optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+            data = torch.randn(8, 4, generator=torch.Generator().manual_seed(seed))
+            net(data).pow(2).mean().backward()
+            optimizer.step()
+            scheduler.step()
+            return net, optimizer, scheduler
+
+        (net, optimizer, scheduler), (_, same, same_scheduler) = trained(0), trained(0)
+        other = trained(0)[1]
+        other.state[other.param_groups[0]["params"][1]]["exp_avg"][1] += 1.0
+        stepped = trained(0)[2]
+        stepped.step()
+        print(json.dumps({
+            "equal": [fingerprint(optimizer) == fingerprint(same),
+                      fingerprint(scheduler) == fingerprint(same_scheduler),
+                      fingerprint(snapshot(optimizer)) == fingerprint(optimizer)],
+            "summaries": [fingerprint(optimizer).summary, fingerprint(scheduler).summary],
+            "optimizer": describe_difference(optimizer, other, "opt"),
+            "scheduler": describe_difference(scheduler, stepped, "sched"),
+        }))
+    """)
+    assert found["equal"] == [True, True, True]
+    assert found["summaries"] == [
+        "Adam (torch.optim.Optimizer)", "StepLR (torch.optim.lr_scheduler.LRScheduler)"]
+    assert found["optimizer"] == (
+        "opt: torch.optim.Optimizer: state_dict['state'][1]['exp_avg']: 1 of 3 elements "
+        "differ; max abs difference 1; first at state_dict['state'][1]['exp_avg'][1]")
+    assert found["scheduler"] == (
+        "sched: torch.optim.lr_scheduler.LRScheduler: state_dict['last_epoch']: int differs "
+        "by 1")
+
+
+def test_generators_by_state() -> None:
+    a, b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert fingerprint(a) == fingerprint(b)
+    torch.rand(1, generator=b)
+    assert describe_difference(a, b, "g") == (
+        "g: torch.Generator state differs, so its next draws differ")
+
+
+def test_tensors_of_every_layout() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # beta and prototype layouts warn
+        coo = torch.sparse_coo_tensor([[0, 1], [1, 0]], [1.0, 2.0], (2, 2))
+        same = torch.sparse_coo_tensor([[1, 0], [0, 1]], [2.0, 1.0], (2, 2))  # other order
+        other = torch.sparse_coo_tensor([[0, 1], [1, 0]], [1.0, 3.0], (2, 2))
+        assert fingerprint(coo) == fingerprint(same)
+        assert describe_difference(coo, other, "s") == (
+            "s: torch.Tensor sparse_coo: values: 1 of 2 elements differ; max abs difference 1; "
+            "first at values[1]")
+        csr = coo.to_sparse_csr()
+        assert fingerprint(csr).summary == "torch.Tensor sparse_csr float32 (2, 2)"
+        assert fingerprint(csr) == fingerprint(same.to_sparse_csr()) != fingerprint(
+            other.to_sparse_csr())
+        nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
+        assert fingerprint(nested).summary == "torch.Tensor nested float32 (2 tensors)"
+        quantized = torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.quint8)
+        assert fingerprint(quantized) != fingerprint(
+            torch.quantize_per_tensor(torch.ones(3), 0.2, 0, torch.quint8))
+    half = torch.tensor([1.0, 2.0], dtype=torch.bfloat16)
+    assert fingerprint(half).summary == "torch.Tensor bfloat16 (2,)"
+    assert fingerprint(half) != fingerprint(half.float())
+    conjugate = torch.ones(2, dtype=torch.complex64).mul(1j).conj()
+    assert fingerprint(conjugate) == fingerprint(conjugate.resolve_conj())
+
+
+def test_valueless_tensors_are_not_compared_and_say_why() -> None:
+    meta = fingerprint(torch.empty(3, device="meta"))
+    assert meta.summary == "torch.Tensor"
+    assert meta.reason == "a tensor on the meta device has a shape but no values"
+    assert fingerprint({"w": torch.empty(2, device="meta")}).reason == (
+        "at ['w']: a tensor on the meta device has a shape but no values")
+
+
+def test_an_expanded_tensor_costs_its_memory_not_its_size() -> None:
+    view = torch.arange(3.0).expand(10**6, 3)
+    printed = fingerprint(view)
+    assert printed.summary == "torch.Tensor float32 (1000000, 3), a view of 12 bytes of memory"
+    assert isinstance(printed, Fingerprint)
+    assert printed == fingerprint(torch.arange(3.0).expand(10**6, 3))
+    assert fingerprint(snapshot(view)) == printed
+    half = torch.arange(3.0, dtype=torch.bfloat16).expand(10**6, 3)  # widened: memory only
+    assert fingerprint(half).summary == (
+        "torch.Tensor bfloat16 (1000000, 3), a view of 12 bytes of memory")
