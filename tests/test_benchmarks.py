@@ -22,6 +22,7 @@ ROWS = [
     "load", "audit: load", "audit: default_rng(seed)", "seed", "dashboard (first)",
     "dashboard (update)", "modes: single-thread",
     "modes: pinned {n}", "modes: op determinism", "modes: both", "fingerprint",
+    "fingerprint (torch model)",
     "check (keras)", "check (svd)", "portable: numpy", "portable: torch", "portable: keras",
     "threads: lapack", "threads: torch", "verify", "trials",
 ]

@@ -616,13 +616,19 @@ def test_det_check_of_shared_references_40_deep_ends_at_once_and_compares(
         "deterministic across 2 runs", "compared:", "  deep: list (len 2)"]
 
 
-def test_det_check_lists_an_object_whose_getattr_raises_as_unchecked(shell, folder: Path) -> None:
-    cell = ("class Hostile:\n    def __getattr__(self, name):\n        raise RuntimeError('no')\n"
+def test_det_check_names_a_value_whose_own_code_raises_and_proves_nothing(shell,
+                                                                          folder: Path) -> None:
+    """A mapping whose iteration raises cannot be compared: 'not proven', never a pass."""
+    cell = ("from collections.abc import Mapping\n"
+            "class Hostile(Mapping):\n"
+            "    def __getitem__(self, key):\n        raise KeyError(key)\n"
+            "    def __len__(self):\n        return 1\n"
+            "    def __iter__(self):\n        raise RuntimeError('no')\n"
             "hostile = Hostile()\ndrawn = random.random()")
     shell.run_cell("import random")
     printed = outcome(lambda: shell.run_cell_magic("det_check", "", cell), UsageError,
                       folder).printed
-    assert "deterministic across 2 runs for the compared names" in printed
+    assert "not proven across 2 runs: 1 value could not be compared" in printed
     assert "  drawn: float" in printed
-    unchecked = printed.split("unchecked:\n", 1)[1]
-    assert "  hostile: " in unchecked
+    unchecked = printed.split("could not be compared:\n", 1)[1]
+    assert "  hostile: Hostile: reading it raised RuntimeError: no" in unchecked
