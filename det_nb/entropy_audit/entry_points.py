@@ -110,7 +110,7 @@ def _random(audit: EntropyAudit, random: ModuleType) -> None:
             return _SYSTEM_RANDOM
         seed = _seed_argument(call.args, call.kwargs, 1, "x")
         if seed is None:
-            # pickle.load(s) (C code) makes a Random() and then restores its state.
+            # Unpickling (C code) makes a Random() and then restores its state.
             return None if callee_name(call.site) in ("load", "loads") else _RANDOM
         return _RANDOM_CLOCK if call.reads_clock() else None
 
