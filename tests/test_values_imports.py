@@ -15,11 +15,12 @@ from conftest import run_python
 LOADED = {
     "numpy": (),
     "torch": ("numpy", "pandas", "sklearn"),
-    "jax": ("numpy", "pandas", "torch"),
+    "jax": ("numpy", "pandas", "torch", "matplotlib"),
     "tensorflow": ("numpy", "pandas", "torch"),
     "keras": ("numpy", "pandas", "torch"),
     "pandas": ("numpy", "torch"),
     "sklearn": ("numpy", "pandas", "torch"),
+    "matplotlib": ("numpy", "pandas", "torch"),
 }
 
 VALUES = '''
@@ -59,6 +60,12 @@ if "torch" in LOADED:
     net = torch.nn.Linear(2, 1)
     values += [torch.ones(2), net, torch.optim.SGD(net.parameters(), lr=0.1),
                torch.Generator(), torch.zeros(1).expand(10**4, 10**4)]
+if "matplotlib" in LOADED:
+    import matplotlib
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots()
+    values += [figure, axes, axes.plot([1, 2])[0]]
 for value in values:
     printed = fingerprint(value)
     snapshot(value) if not hasattr(printed, "reason") else None

@@ -14,6 +14,7 @@ import sys
 from det_nb.values.base import Family, Reduced, View, bad
 from det_nb.values.jax import Jax
 from det_nb.values.keras import Keras
+from det_nb.values.matplotlib import Matplotlib
 from det_nb.values.numpy import Numpy
 from det_nb.values.objects import Objects
 from det_nb.values.pandas import Pandas
@@ -26,7 +27,7 @@ from det_nb.values.torch import Torch
 #: float64 is a Python float too), Keras before TensorFlow (a Keras variable is a TF
 #: tensor), and plain objects last (every framework's objects are Python objects too).
 FAMILIES: tuple[Family, ...] = (Numpy(), Python(), Torch(), Jax(), Keras(), TensorFlow(),
-                                Pandas(), Sklearn(), Objects())
+                                Pandas(), Sklearn(), Matplotlib(), Objects())
 
 
 # The family that last reduced a value of each type, offered the next one first: a
