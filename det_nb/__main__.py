@@ -54,7 +54,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     kernel_command = commands.add_parser(
         "kernel", help="install, list or remove deterministic Jupyter kernels",
         description="Jupyter kernels that set what only acts at process start "
-        "(PYTHONHASHSEED, TensorFlow threads and op determinism, cuBLAS workspace, portable "
+        "(PYTHONHASHSEED, thread pools, op determinism, cuBLAS workspace, portable "
         "CPU kernels), load det_nb and, given a seed, run %det_seed before the first cell.",
         allow_abbrev=False,
     )
@@ -78,7 +78,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     install.add_argument("--scheme", choices=SCHEMES, default="seedsequence",
                          help="trial seed derivation (default: seedsequence)")
     install.add_argument("--threads", type=_checked(kernel.validate_kernel_threads), default=1,
-                         metavar="N", help="TensorFlow intra- and inter-op threads (default: 1)")
+                         metavar="N", help="threads of every pool that splits float "
+                         "reductions: BLAS/OpenMP, torch, TensorFlow, JAX (default: 1)")
     install.add_argument("--deterministic-ops", action="store_true",
                          help="TF_DETERMINISTIC_OPS=1 and %%det_seed --deterministic-ops")
     install.add_argument("--no-portable", dest="portable", action="store_false",

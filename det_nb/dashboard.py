@@ -62,12 +62,14 @@ class Dashboard:
         ).add_class("det-nb-reseed")
         self.single_thread = widgets.Checkbox(
             description="single-thread", indent=False, layout=widgets.Layout(width="auto"),
-            tooltip="Pin TensorFlow to one intra- and one inter-op thread.",
+            tooltip="One thread in every pool that splits float reductions (BLAS/OpenMP, "
+                    "torch, TensorFlow, JAX): the same floats on any core count.",
         ).add_class("det-nb-single-thread")
         self.thread_count = widgets.BoundedIntText(
             description="threads", min=0, max=MAX_THREADS, style=text_style,
             layout=widgets.Layout(width="130px"),
-            tooltip="TensorFlow threads when not single-thread; 0 leaves TensorFlow's default.",
+            tooltip="Threads of every pool when not single-thread; 0 leaves each library its "
+                    "own count.",
         ).add_class("det-nb-threads")
         self.deterministic_ops = widgets.Dropdown(
             description="deterministic ops", options=DETERMINISTIC_OPS, style=text_style,
@@ -204,11 +206,12 @@ class Dashboard:
 
     def _settings_text(self) -> str:
         threads = self.session.settings.threads
-        mode = {None: "left to TensorFlow", 1: "single-thread"}.get(threads, f"pinned to {threads}")
+        mode = {None: "left to each library", 1: "single-thread"}.get(
+            threads, f"pinned to {threads}")
         ops = {False: "off", True: "on", WARN: "on (warn mode: ops without a deterministic "
                "kernel run and are listed)"}[self.session.settings.deterministic_ops]
         kernels = "portable" if self.session.settings.portable else "native"
-        return f"TensorFlow threads {mode}; deterministic ops {ops}; CPU kernels {kernels}"
+        return f"threads {mode}; deterministic ops {ops}; CPU kernels {kernels}"
 
     def _lineage_html(self) -> str:
         lineage = self._report.lineage
@@ -332,7 +335,7 @@ def _threads_not_in_force(report: Report) -> str | None:
     check = _find(report, "tensorflow threads")
     if check is None or check.state != "warn":
         return None
-    return "The requested TensorFlow threads are not in force (see tensorflow threads below)."
+    return "The requested threads are not in force in TensorFlow (see tensorflow threads below)."
 
 
 def _badge(text: str, colour: str) -> str:

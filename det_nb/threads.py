@@ -355,9 +355,14 @@ def _label(controller: Any) -> str:
 
 
 def native_pools() -> list[tuple[str, int]]:
-    """(label, threads) of each native pool loaded, except torch's own (torch's row)."""
-    return [(_label(c), c.num_threads) for c in _controllers()
-            if _owner(c.filepath) != "torch"]
+    """(label, threads) of each native pool loaded, except torch's own (torch's row).
+
+    NumPy's own first, then the others by label: the order libraries were loaded in
+    varies, and the status line must not.
+    """
+    pools = [(_label(c), c.num_threads) for c in _controllers()
+             if _owner(c.filepath) != "torch"]
+    return sorted(pools, key=lambda pool: (pool[0].endswith(")"), pool[0]))
 
 
 def native_check() -> Check:

@@ -176,8 +176,9 @@ class TrialResult:
 
     trial: int
     trial_seed: int
-    worker: str | None
-    seconds: float
+    # Where and how long it ran: facts of the run, not results (not in ==, nor compared).
+    worker: str | None = field(compare=False)
+    seconds: float = field(compare=False)
     collected: dict[str, Any]
     fingerprints: list[dict[str, Any]]
     record: dict[str, Any] | None
@@ -474,8 +475,8 @@ class Verification:
     """
 
     trial: int
-    first_worker: str | None
-    again_worker: str | None
+    first_worker: str | None = field(compare=False)
+    again_worker: str | None = field(compare=False)
     differences: list[str]
     unchecked: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

@@ -129,3 +129,14 @@ def test_values_that_cannot_be_compared_say_why_wherever_they_are() -> None:
     assert fingerprint(random.SystemRandom()).reason == (
         "SystemRandom draws from the operating system and has no state")
     assert isinstance(fingerprint(Trainer(1)), Fingerprint)
+
+
+def test_a_dataclass_field_left_out_of_equality_is_left_out_of_the_comparison() -> None:
+    @dataclasses.dataclass
+    class Run:
+        loss: float
+        seconds: float = dataclasses.field(compare=False)  # a fact of the run, not a result
+
+    assert fingerprint(Run(0.5, 1.2)) == fingerprint(Run(0.5, 3.4))
+    assert describe_difference(Run(0.5, 1.2), Run(0.25, 1.2), "run") == (
+        "run: Run: loss: float differs by 0.25")

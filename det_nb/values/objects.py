@@ -1,5 +1,7 @@
-"""Plain Python objects: dataclasses by their fields, any ``Mapping`` (flax's ``FrozenDict``
-is one) by its items, and instances of Python classes by their attributes.
+"""Plain Python objects: dataclasses by their fields (those that take part in ``==``: a
+field declared with ``compare=False``, such as a run's duration, is left out), any
+``Mapping`` (flax's ``FrozenDict`` is one) by its items, and instances of Python classes by
+their attributes.
 
 Tried last, after every framework's family: a framework's objects are compared by what
 holds their value (a module's ``state_dict``, an estimator's parameters), never by their
@@ -28,7 +30,8 @@ class Objects(Family):
         kind = type(value)
         name = kind.__name__
         if dataclasses.is_dataclass(kind):
-            named = {field.name: getattr(value, field.name) for field in dataclasses.fields(kind)}
+            named = {field.name: getattr(value, field.name)
+                     for field in dataclasses.fields(kind) if field.compare}
             return parts(name, named, f"{name} ({count(len(named), 'field')})")
         if isinstance(value, collections.abc.Mapping):
             return View("map", name, value, f"{name} ({count(len(value), 'key')})")
