@@ -22,6 +22,7 @@ such value with its type and why.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import html
 import re
 import sys
@@ -86,6 +87,9 @@ class CheckReport:
     differing: tuple[Differing, ...] = ()
     unchecked: tuple[Unchecked, ...] = ()
     error: str | None = None  # "run 2 of 3 raised ValueError: ..." when a run failed
+    #: The runs' calls that drew from OS entropy or seeded from a clock (det_nb's entropy
+    #: audit), shown as the likely cause where runs differ.
+    unseeded: tuple[str, ...] = ()
 
     @property
     def deterministic(self) -> bool:
@@ -116,6 +120,9 @@ class CheckReport:
         equal = [f"{c.name}: {c.summary}" for c in self.compared if c.name not in differing]
         yield ("equal" if differing else "compared"), equal
         yield "could not be compared", [f"{u.name}: {u.reason}" for u in self.unchecked]
+        if self.differing or self.unchecked:
+            yield ("likely cause, unseeded randomness (det_nb's entropy audit)",
+                   list(self.unseeded))
 
     def text(self) -> str:
         """Plain text; free of addresses, times and paths, so notebook tests can compare it."""
@@ -159,8 +166,11 @@ def run_check(shell: Any, cell: str, runs: int, reseed: Callable[[], object]) ->
     ``shell`` is an IPython InteractiveShell. A run that raises stops the check (IPython
     has shown the traceback) and the report says which run failed.
     """
+    from det_nb import entropy_audit
+
     runs = validate_runs(runs)
     tracker = _Tracker(shell, *_names_used(shell, cell))
+    mark = entropy_audit.mark()
     for run in range(1, runs + 1):
         reseed()
         tracker.start_run(first=run == 1)
@@ -172,7 +182,18 @@ def run_check(shell: Any, cell: str, runs: int, reseed: Callable[[], object]) ->
             error = f"run {run} of {runs} raised {type(exc).__name__}"
             return CheckReport(runs, error=f"{error}: {message}" if message else error)
         tracker.end_run(run, last=run == runs)
-    return tracker.report(runs)
+    unseeded = tuple(entropy_audit.describe(_as_shown(record))
+                     for record in entropy_audit.records(since=mark))
+    return dataclasses.replace(tracker.report(runs), unseeded=unseeded)
+
+
+def _as_shown(record: dict[str, Any]) -> dict[str, Any]:
+    """An audit record of the checked cell's body, its line counted as the cell shows it
+    (under its ``%%det_check`` line); lines of other cells stay as they are."""
+    if record["file"] is None and record["cell"] is not None and record["cell"] == record[
+            "run_by"]:
+        return {**record, "line": record["line"] + 1}
+    return record
 
 
 @dataclass

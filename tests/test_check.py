@@ -265,7 +265,9 @@ def test_report_renders_text_html_and_mimebundle(ipy: InteractiveShell) -> None:
     lines = report.text().splitlines()
     assert lines[0] == "NOT deterministic across 2 runs"
     assert lines[1].startswith("  b['k']: ndarray float64 (2,): 2 of 2 elements differ; ")
-    assert lines[2:] == ["equal:", "  a: list (len 2)", "  c: str (len 3)"]
+    assert lines[2:5] == ["equal:", "  a: list (len 2)", "  c: str (len 3)"]
+    assert lines[5] == "likely cause, unseeded randomness (det_nb's entropy audit):"
+    assert lines[6].endswith(": np.random.default_rng(), 2 times")
     bundle = report._repr_mimebundle_()
     assert set(bundle) == {"text/plain", "text/html"}
     assert bundle["text/plain"] == report.text()

@@ -22,6 +22,21 @@ def test_det_check_magic_names_the_nondeterministic_variable(shell, capsys) -> N
     assert "NOT deterministic across 2 runs" in out and "noise" in out
 
 
+def test_det_check_names_the_unseeded_call_as_the_likely_cause(shell, capsys) -> None:
+    """The entropy audit's records of the runs: the line as the cell shows it (under its
+    %%det_check line), each run's call counted."""
+    shell.run_line_magic("det_seed", "42 --quiet")
+    shell.run_cell("%%det_check --runs 3\nimport uuid\nrun_id = uuid.uuid4().hex",
+                   store_history=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "NOT deterministic across 3 runs"
+    cause = lines.index("likely cause, unseeded randomness (det_nb's entropy audit):")
+    assert re.fullmatch(r"  cell \d+, line 3: uuid\.uuid4\(\), 3 times", lines[cause + 1])
+    shell.run_cell("%%det_check\nimport uuid\nrun_id = uuid.uuid5(uuid.NAMESPACE_DNS, 'a').hex",
+                   store_history=True)
+    assert "likely cause" not in capsys.readouterr().out  # a seeded id: nothing to name
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ("--runs 1", "--runs must be an integer in [2, 1000], got '1'"),
     ("--runs x", "--runs must be an integer in [2, 1000], got 'x'"),
