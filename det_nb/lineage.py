@@ -19,6 +19,8 @@ SCHEMES = ("seedsequence", "determined")
 MAX_DETERMINED_TRIAL = 1_000_000
 # Words the master draws per created trial: four for the request UUID, one for the seed.
 _WORDS_PER_TRIAL = 5
+# MT19937's state: 624 32-bit words.
+_MT_WORDS = 624
 
 ORIGINS = ("given", "assigned", "cluster")
 
@@ -91,12 +93,66 @@ def validate_scheme(scheme: str) -> str:
     return scheme
 
 
-def seedsequence_seed(experiment_seed: int, *spawn_key: int) -> int:
-    """NumPy ``SeedSequence(experiment_seed, spawn_key=...)``'s first word, cut to 31 bits."""
-    from numpy.random import SeedSequence
+# NumPy's SeedSequence (numpy/random/bit_generator.pyx), in plain Python: deriving a seed
+# must not load NumPy, whose CPU-kernel and thread pins det_nb sets before it loads.
+_POOL_SIZE = 4
+_INIT_A, _MULT_A = 0x43B0D7E5, 0x931E8875
+_INIT_B, _MULT_B = 0x8B51F9DD, 0x58F38DED
+_MIX_MULT_L, _MIX_MULT_R = 0xCA01F9DD, 0x4973F715
+_XSHIFT = 16
+_MASK32 = 0xFFFFFFFF
 
-    word = SeedSequence(experiment_seed, spawn_key=spawn_key).generate_state(1, "uint32")[0]
-    return int(word) & MAX_SEED
+
+def _words(number: int) -> list[int]:
+    """A non-negative int as little-endian 32-bit words (0 is one word), as NumPy does."""
+    words = [number & _MASK32]
+    number >>= 32
+    while number:
+        words.append(number & _MASK32)
+        number >>= 32
+    return words
+
+
+def _seedsequence_pool(entropy: int, spawn_key: tuple[int, ...]) -> list[int]:
+    """SeedSequence's mixed entropy pool (``mix_entropy`` of its assembled entropy)."""
+    run = _words(entropy)
+    spawn = [word for key in spawn_key for word in _words(key)]
+    if spawn and len(run) < _POOL_SIZE:  # NumPy pads, so spawn keys cannot alias entropy
+        run += [0] * (_POOL_SIZE - len(run))
+    assembled = run + spawn
+    hash_const = _INIT_A
+
+    def hashmix(value: int) -> int:
+        nonlocal hash_const
+        value ^= hash_const
+        hash_const = (hash_const * _MULT_A) & _MASK32
+        value = (value * hash_const) & _MASK32
+        return value ^ (value >> _XSHIFT)
+
+    def mix(x: int, y: int) -> int:
+        result = (_MIX_MULT_L * x - _MIX_MULT_R * y) & _MASK32
+        return result ^ (result >> _XSHIFT)
+
+    pool = [hashmix(assembled[i] if i < len(assembled) else 0) for i in range(_POOL_SIZE)]
+    for source in range(_POOL_SIZE):
+        for target in range(_POOL_SIZE):
+            if source != target:
+                pool[target] = mix(pool[target], hashmix(pool[source]))
+    for source in range(_POOL_SIZE, len(assembled)):
+        for target in range(_POOL_SIZE):
+            pool[target] = mix(pool[target], hashmix(assembled[source]))
+    return pool
+
+
+def seedsequence_seed(experiment_seed: int, *spawn_key: int) -> int:
+    """NumPy ``SeedSequence(experiment_seed, spawn_key=...)``'s first word, cut to 31 bits.
+
+    ``generate_state(1, uint32)[0]``, computed without NumPy (tests check it against
+    NumPy's own over wide inputs).
+    """
+    word = _seedsequence_pool(experiment_seed, spawn_key)[0] ^ _INIT_B
+    word = (word * ((_INIT_B * _MULT_B) & _MASK32)) & _MASK32
+    return (word ^ (word >> _XSHIFT)) & MAX_SEED
 
 
 def determined_seed(experiment_seed: int, trial: int) -> int:
@@ -105,14 +161,20 @@ def determined_seed(experiment_seed: int, trial: int) -> int:
     The master keeps a legacy MT19937 stream (``RandomState(experiment_seed)``) and, per
     created trial, draws four 32-bit words for the request UUID and then
     ``randint(0, 2**31)``: each is exactly one 32-bit word of the stream, so the trial
-    seed is word ``5 * trial - 1`` masked to 31 bits.
+    seed is word ``5 * trial - 1`` masked to 31 bits. The stream is Python's own MT19937
+    (``random.Random``) put in the state ``RandomState(experiment_seed)`` starts from, so
+    NumPy is not loaded (tests check it against NumPy's).
     """
-    from numpy.random import RandomState
+    import random
 
-    words = RandomState(experiment_seed).randint(
-        0, 2**32, size=_WORDS_PER_TRIAL * trial, dtype="uint64"
-    )
-    return int(words[-1]) & MAX_SEED
+    state = [experiment_seed & _MASK32]  # MT19937's init_genrand, as RandomState(int) seeds
+    for index in range(1, _MT_WORDS):
+        previous = state[-1]
+        state.append((1812433253 * (previous ^ (previous >> 30)) + index) & _MASK32)
+    stream = random.Random()
+    stream.setstate((3, (*state, _MT_WORDS), None))  # position 624: the next draw twists
+    words = _WORDS_PER_TRIAL * trial
+    return (stream.getrandbits(32 * words) >> (32 * (words - 1))) & MAX_SEED
 
 
 def cell_key(source: str) -> int:
@@ -131,8 +193,7 @@ def _validated(experiment_seed: object, trial: object, scheme: str,
                origin: str) -> tuple[int, int | None]:
     """(experiment seed, trial) as plain ints once every field of a lineage is valid.
 
-    ValueError otherwise. Imports nothing: it runs before det_nb sets the pins that
-    NumPy (loaded to derive a trial seed) reads when it loads.
+    ValueError otherwise.
     """
     seed = validate_seed(experiment_seed, "experiment seed")
     validate_scheme(scheme)
@@ -221,40 +282,15 @@ def assign_seed(clock: Callable[[], float] = time.time) -> int:
     return int(clock()) & MAX_SEED
 
 
-@dataclass(frozen=True)
-class LineagePlan:
-    """A lineage validated whole but not derived yet: deriving a trial seed loads NumPy.
-
-    The session validates every argument into a plan, sets the CPU-kernel and thread
-    pins, and only then derives (:meth:`derive`), so NumPy loads under the pins.
-    """
-
-    experiment_seed: int
-    trial: int | None = None
-    scheme: str = "seedsequence"
-    experiment_seed_origin: str = "given"
-
-    def __post_init__(self) -> None:
-        seed, trial = _validated(self.experiment_seed, self.trial, self.scheme,
-                                 self.experiment_seed_origin)
-        object.__setattr__(self, "experiment_seed", seed)
-        object.__setattr__(self, "trial", trial)
-
-    def derive(self) -> Lineage:
-        """The lineage, its trial seed derived (cannot fail: the plan is valid)."""
-        return Lineage(self.experiment_seed, self.trial, self.scheme,
-                       self.experiment_seed_origin)
-
-
-def plan_lineage(
+def make_lineage(
     seed: object = None,
     trial: object = None,
     scheme: str = "seedsequence",
     *,
     cluster_seed: int | None = None,
     clock: Callable[[], float] = time.time,
-) -> LineagePlan:
-    """Validate user input into a :class:`LineagePlan` (ValueError; NumPy not loaded).
+) -> Lineage:
+    """Validate user input and build a Lineage (ValueError; NumPy is not loaded).
 
     With no seed: inside a Determined trial (``cluster_seed``) adopt its trial seed, so the
     notebook seeds as on the cluster; elsewhere assign an experiment seed from the clock.
@@ -267,19 +303,7 @@ def plan_lineage(
                 "on a Determined cluster the trial seed comes from the cluster; give an "
                 "experiment seed to derive trials yourself"
             )
-        return LineagePlan(cluster_seed, None, scheme, "cluster")
+        return Lineage(cluster_seed, None, scheme, "cluster")
     if seed is None:
-        return LineagePlan(assign_seed(clock), trial_number, scheme, "assigned")
-    return LineagePlan(validate_seed(seed, "experiment seed"), trial_number, scheme, "given")
-
-
-def make_lineage(
-    seed: object = None,
-    trial: object = None,
-    scheme: str = "seedsequence",
-    *,
-    cluster_seed: int | None = None,
-    clock: Callable[[], float] = time.time,
-) -> Lineage:
-    """Validate user input and build a Lineage (:func:`plan_lineage`, then derive)."""
-    return plan_lineage(seed, trial, scheme, cluster_seed=cluster_seed, clock=clock).derive()
+        return Lineage(assign_seed(clock), trial_number, scheme, "assigned")
+    return Lineage(validate_seed(seed, "experiment seed"), trial_number, scheme, "given")

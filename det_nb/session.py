@@ -18,7 +18,7 @@ from det_nb import cpu_kernels, determinism, entropy_audit, threads, xla
 from det_nb.cluster import cluster_trial_seed
 from det_nb.determinism import Settings
 from det_nb.import_guard import ImportGuard
-from det_nb.lineage import Lineage, plan_lineage
+from det_nb.lineage import Lineage, make_lineage
 from det_nb.sources import Source, default_sources
 from det_nb.sources.keras import Keras
 from det_nb.status import Check, Report
@@ -57,14 +57,15 @@ class Session:
         per_cell: bool = False,
         portable: bool = True,
     ) -> Lineage:
-        """Validate everything, set the pins, then derive, seed every source and apply.
+        """Validate everything, set the pins, then seed every source and apply the settings.
 
         Raises ValueError (and changes nothing) on bad input. With no seed, one is
-        assigned from the clock and shown in the lineage. Deriving a trial seed loads
-        NumPy, so it comes after the CPU-kernel and thread pins NumPy reads when it loads.
+        assigned from the clock and shown in the lineage. Nothing here loads NumPy before
+        the CPU-kernel and thread pins it reads when it loads (the lineage is derived in
+        plain Python).
         """
         cluster_seed = cluster_trial_seed()  # may raise: before anything changes
-        plan = plan_lineage(seed, trial, scheme, cluster_seed=cluster_seed)
+        lineage = make_lineage(seed, trial, scheme, cluster_seed=cluster_seed)
         settings = Settings(
             determinism.validate_threads(threads),
             determinism.validate_deterministic_ops(deterministic_ops),
@@ -72,7 +73,7 @@ class Session:
             determinism.validate_flag(portable, "portable"),
         )
         self._pin(settings)
-        return self._adopt(plan.derive(), settings, cluster_seed)
+        return self._adopt(lineage, settings, cluster_seed)
 
     def apply(self, lineage: Lineage, settings: Settings) -> Lineage:
         """Seed every source from an already built lineage, keeping where its seed came from.

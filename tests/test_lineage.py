@@ -177,3 +177,40 @@ def test_lineage_keeps_plain_ints_whatever_integer_type_it_was_given() -> None:
     assert lineage.command() == "%det_seed 42 --trial 3"
     with pytest.raises(ValueError, match=r"trial must be an integer in \[0, 2147483647\], got "):
         Lineage(42, np.array([3]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(seeds, st.integers(0, 2**200)),
+       st.lists(st.one_of(seeds, st.integers(0, 2**64 - 1)), max_size=3))
+def test_seedsequence_seed_is_numpys_seedsequence(entropy: int, spawn_key: list[int]) -> None:
+    """Derived in plain Python (NumPy must not load before det_nb's pins), word for word
+    what NumPy's SeedSequence gives, also for the 64-bit cell keys of per-cell seeding."""
+    from det_nb.lineage import seedsequence_seed
+
+    word = np.random.SeedSequence(entropy, spawn_key=spawn_key).generate_state(1, np.uint32)[0]
+    assert seedsequence_seed(entropy, *spawn_key) == int(word) & MAX_SEED
+
+
+@settings(max_examples=40, deadline=None)
+@given(seeds, st.integers(1, 400))
+def test_determined_seed_is_the_legacy_mt19937_stream(experiment_seed: int, trial: int) -> None:
+    """Python's MT19937 in the state RandomState(seed) starts from: NumPy's word 5*trial-1."""
+    words = np.random.RandomState(experiment_seed).randint(0, 2**32, size=5 * trial,
+                                                           dtype=np.uint64)
+    assert Lineage(experiment_seed, trial, "determined").trial_seed == int(words[-1]) & MAX_SEED
+
+
+def test_deriving_seeds_loads_no_numpy() -> None:
+    """A fresh interpreter: seeding, worker and cell seeds and both schemes leave NumPy
+    unloaded, so it loads later under the CPU-kernel and thread pins."""
+    from conftest import run_python
+
+    found = run_python("""
+        import json, sys
+        from det_nb.lineage import Lineage
+        seeds = [Lineage(42, 3).trial_seed, Lineage(42, 3).worker_seed(1),
+                 Lineage(42, 3).cell_seed("x = 1"), Lineage(7, 4, "determined").trial_seed]
+        print(json.dumps({"seeds": seeds, "numpy": "numpy" in sys.modules}))
+    """)
+    assert found["numpy"] is False
+    assert found["seeds"][:2] == [1129302213, 1282688488]
