@@ -261,6 +261,10 @@ def test_objects_used_but_not_fingerprintable_make_it_not_proven(ipy: Interactiv
 
 
 def test_report_renders_text_html_and_mimebundle(ipy: InteractiveShell) -> None:
+    from det_nb import entropy_audit
+
+    entropy_audit.install(ipy)  # as %load_ext and %det_seed do (an earlier test may unload)
+    entropy_audit.activate()
     report = check(ipy, "a = [1, 2]\nb = {'k': np.random.default_rng().random(2)}\nc = '<x>'")
     lines = report.text().splitlines()
     assert lines[0] == "NOT deterministic across 2 runs"
