@@ -162,3 +162,51 @@ def run_json(args: list[str], timeout: float = 600) -> Any:
 def emit(value: Any) -> None:
     """Print ``value`` as the last line of output, for :func:`run_json`."""
     print(json.dumps(value), flush=True)
+
+
+def serve(hello: dict[str, Any], actions: dict[str, Callable[[], object]]) -> None:
+    """A side's worker loop: say ``hello`` (JSON), then time each action named on stdin."""
+    emit(hello)
+    for line in sys.stdin:
+        action = actions[line.strip()]
+        start = time.perf_counter()
+        action()
+        emit(time.perf_counter() - start)
+
+
+class Side:
+    """One long-lived worker process of a row (its script run with ``--worker`` and
+    ``flags``), started without the variables in ``unset``; it is sent ``sizes``, answers
+    with its hello (:attr:`hello`), then times one task per :meth:`run`."""
+
+    def __init__(self, script: str, flags: list[str], sizes: dict[str, int],
+                 unset: tuple[str, ...]) -> None:
+        env = {k: v for k, v in {**os.environ, **QUIET_ENV}.items() if k not in unset}
+        self.script = script
+        self.process = subprocess.Popen(
+            [sys.executable, str(BENCH_DIR / script), "--worker", *flags],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            cwd=BENCH_DIR.parent,
+        )
+        self._send(json.dumps(sizes))
+        self.hello: dict[str, Any] = self._receive()
+
+    def _send(self, line: str) -> None:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def _receive(self) -> Any:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a {self.script} worker died; run it by hand to see why")
+        return json.loads(line)
+
+    def run(self, task: str) -> float:
+        """Seconds the worker took for ``task``."""
+        self._send(task)
+        return self._receive()
+
+    def close(self) -> None:
+        """End the worker (it ends when its stdin closes)."""
+        self.process.stdin.close()
+        self.process.wait(timeout=60)

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from typing import Any
 
-from bench import BENCH_DIR, QUIET_ENV, Row, interleave
+from bench import Row, Side, interleave, serve
 
 # task -> (what is timed, size for a full run, size for --quick)
 TASKS = {
@@ -59,52 +56,15 @@ def worker(portable: bool) -> None:
     from det_nb import cpu_kernels
 
     kernels = cpu_kernels.record_fields()["cpu_kernels"]
-    print(json.dumps({"kernels": [f"{k} {v}" for k, v in kernels.items()]}), flush=True)
-    for line in sys.stdin:
-        action = actions[line.strip()]
-        start = time.perf_counter()
-        action()
-        print(json.dumps(time.perf_counter() - start), flush=True)
-
-
-class Side:
-    """One worker process and its kernels."""
-
-    def __init__(self, portable: bool, sizes: dict[str, int]) -> None:
-        env = {k: v for k, v in {**os.environ, **QUIET_ENV}.items() if k not in UNSET}
-        self.process = subprocess.Popen(
-            [sys.executable, str(BENCH_DIR / "row_portable.py"), "--worker",
-             *(["--native"] * (not portable))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-            cwd=BENCH_DIR.parent,
-        )
-        self._send(json.dumps(sizes))
-        self.kernels: list[str] = self._receive()["kernels"]
-
-    def _send(self, line: str) -> None:
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def _receive(self) -> Any:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError("a row_portable worker died; run it by hand to see why")
-        return json.loads(line)
-
-    def run(self, task: str) -> float:
-        self._send(task)
-        return self._receive()
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
+    serve({"kernels": [f"{k} {v}" for k, v in kernels.items()]}, actions)
 
 
 def measure(quick: bool) -> list[dict[str, Any]]:
     """One row per task: portable seconds / native seconds, interleaved ABBA."""
     sizes = {task: spec[2] if quick else spec[1] for task, spec in TASKS.items()}
     pairs, warmups = (2, 1) if quick else (15, 3)
-    portable, native = Side(True, sizes), Side(False, sizes)
+    portable = Side("row_portable.py", [], sizes, UNSET)
+    native = Side("row_portable.py", ["--native"], sizes, UNSET)
     try:
         rows = []
         for task, (what, *_sizes) in TASKS.items():
@@ -114,8 +74,8 @@ def measure(quick: bool) -> list[dict[str, Any]]:
                 f"portable: {task}", f"{what} (size {sizes[task]}) with portable kernels",
                 "the same with this CPU's native kernels (--no-portable)", "s",
                 "candidate / baseline", base, cand, warmups,
-                note=f"portable: {', '.join(portable.kernels)}. native: "
-                     f"{', '.join(native.kernels)}",
+                note=f"portable: {', '.join(portable.hello['kernels'])}. native: "
+                     f"{', '.join(native.hello['kernels'])}",
             ).to_json())
         return rows
     finally:

@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from typing import Any
 
-from bench import BENCH_DIR, QUIET_ENV, Row, interleave
+from bench import Row, Side, interleave, serve
 
 # task -> (what is timed, size for a full run, size for --quick)
 TASKS = {
@@ -67,52 +65,15 @@ def worker(single_thread: bool) -> None:
     from det_nb import threads
 
     pools = threads.record_fields()["thread_pools"]
-    print(json.dumps({"pools": [f"{k} {v}" for k, v in pools.items()]}), flush=True)
-    for line in sys.stdin:
-        action = actions[line.strip()]
-        start = time.perf_counter()
-        action()
-        print(json.dumps(time.perf_counter() - start), flush=True)
-
-
-class Side:
-    """One worker process and the thread pools it reported."""
-
-    def __init__(self, single_thread: bool, sizes: dict[str, int]) -> None:
-        env = {k: v for k, v in {**os.environ, **QUIET_ENV}.items() if k not in UNSET}
-        self.process = subprocess.Popen(
-            [sys.executable, str(BENCH_DIR / "row_threads.py"), "--worker",
-             *(["--default-threads"] * (not single_thread))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-            cwd=BENCH_DIR.parent,
-        )
-        self._send(json.dumps(sizes))
-        self.pools: list[str] = self._receive()["pools"]
-
-    def _send(self, line: str) -> None:
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def _receive(self) -> Any:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError("a row_threads worker died; run it by hand to see why")
-        return json.loads(line)
-
-    def run(self, task: str) -> float:
-        self._send(task)
-        return self._receive()
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
+    serve({"pools": [f"{k} {v}" for k, v in pools.items()]}, actions)
 
 
 def measure(quick: bool) -> list[dict[str, Any]]:
     """One row per task: single-thread seconds / default-threads seconds, interleaved ABBA."""
     sizes = {task: spec[2] if quick else spec[1] for task, spec in TASKS.items()}
     pairs, warmups = (2, 1) if quick else (15, 3)
-    single, default = Side(True, sizes), Side(False, sizes)
+    single = Side("row_threads.py", [], sizes, UNSET)
+    default = Side("row_threads.py", ["--default-threads"], sizes, UNSET)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
         rows = []
@@ -123,8 +84,8 @@ def measure(quick: bool) -> list[dict[str, Any]]:
                 f"threads: {task}", f"{what} (size {sizes[task]}) single-threaded",
                 f"the same with each library's own thread count (--no-single-thread; "
                 f"{cpus} CPUs usable)", "s", "candidate / baseline", base, cand, warmups,
-                note=f"single-thread: {', '.join(single.pools)}. default: "
-                     f"{', '.join(default.pools)}",
+                note=f"single-thread: {', '.join(single.hello['pools'])}. default: "
+                     f"{', '.join(default.hello['pools'])}",
             ).to_json())
         return rows
     finally:
