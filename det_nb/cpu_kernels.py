@@ -85,6 +85,9 @@ _XLA_CAP = "--xla_cpu_max_isa="
 _pinned: bool | None = None
 # Per loaded library: whether the pins were in force when det_nb first saw it loaded.
 _loaded_with: dict[str, bool] = {}
+# Libraries that had already used their kernels (oneDNN, XLA: they read their pin at first
+# use, not at load) while the pins were not in force: they keep what they chose.
+_used_unpinned: set[str] = set()
 # Variables det_nb set, with the value each had before (None: unset), to take them back.
 _ours: dict[str, str | None] = {}
 # Variables det_nb found set by the user and left alone at the latest apply.
@@ -107,6 +110,8 @@ def apply(portable: bool) -> None:
     """
     global _pinned
     _note_loaded()
+    if not _pinned:
+        _used_unpinned.update(m for m in _MODULES if m in sys.modules and _kernels_chosen(m))
     _pinned = portable
     _left.clear()
     emulated = set(startup_environ().get(EMULATED, "").split())
@@ -159,6 +164,26 @@ def _note_loaded() -> None:
     for module in _MODULES:
         if module in sys.modules and module not in _loaded_with:
             _loaded_with[module] = bool(_pinned)
+
+
+def _kernels_chosen(module: str) -> bool:
+    """Whether ``module`` has already chosen the kernels it reads a pin for at first use.
+
+    TensorFlow: its runtime started (its first op); JAX: a backend started; torch: once
+    loaded, oneDNN's first use cannot be read, so loaded counts as used. NumPy's choices
+    are read back from the library itself.
+    """
+    if module == "tensorflow":
+        context = sys.modules.get("tensorflow.python.eager.context")
+        try:  # private API, guarded: an unreadable state counts as started
+            return context.context()._context_handle is not None
+        except Exception:
+            return True
+    if module == "jax":
+        from det_nb.xla import backends_started
+
+        return backends_started() is not False
+    return module == "torch"
 
 
 def snapshot() -> object:
@@ -342,6 +367,9 @@ _BASELINE_KERNELS = {
     ("torch", "onednn"): ({"ISA cap AVX2"}, "ONEDNN_MAX_CPU_ISA"),
     ("jax", "xla"): ({"ISA cap AVX2"}, "XLA_FLAGS"),
 }
+# Parts read back from the variable the library reads at its first use (no getter exists).
+_READ_AT_USE = {("tensorflow", "onednn"), ("tensorflow", "xla"), ("torch", "onednn"),
+                ("jax", "xla")}
 _LIBRARY_OF = {"numpy": "NumPy", "tensorflow": "TensorFlow", "torch": "PyTorch", "jax": "JAX"}
 
 
@@ -363,6 +391,9 @@ def checks() -> list[Check]:
 
 def _library_check(module: str, parts: dict[str, str], portable: bool) -> Check:
     name = f"{module} kernels"
+    if module in _used_unpinned:  # the variable reads as pinned, but it was read before
+        parts = {part: f"{value} (set after its first use)" if (module, part) in _READ_AT_USE
+                 else value for part, value in parts.items()}
     shown = ", ".join(f"{part} {value}" for part, value in parts.items())
     off = [part for part, value in parts.items()
            if value not in _BASELINE_KERNELS[module, part][0]]
@@ -380,6 +411,9 @@ def _why(module: str, off: list[str]) -> str:
     if yours:
         return "since " + ", ".join(f"{v}={_left[v]!r} is your setting, which det_nb leaves"
                                     for v in yours)
+    if module in _used_unpinned and any((module, part) in _READ_AT_USE for part in off):
+        return (f"too late: {_LIBRARY_OF[module]} had used its kernels before det_nb pinned "
+                "them, and keeps what it chose")
     if not _loaded_with.get(module, True):
         return f"too late: {_LIBRARY_OF[module]} was loaded before det_nb pinned its kernels"
     if off == ["mkl"]:

@@ -142,6 +142,28 @@ def test_a_library_loaded_before_det_nb_is_reported_too_late_with_the_fix():
     assert "restart the kernel" in fix and "python -m det_nb kernel install" in fix
 
 
+def test_tf_kernels_chosen_before_det_nb_are_too_late_though_the_variable_reads_pinned():
+    """oneDNN and XLA read their ISA cap at TF's first op, which no getter reports: an op
+    before seeding keeps its kernels (too late); an import alone does not."""
+    code = """
+        import json
+        import tensorflow as tf
+        import det_nb
+        {before}
+        det_nb.seed(1)
+        tf.matmul(tf.ones((2, 2)), tf.ones((2, 2)))
+        check = det_nb.status().check("tensorflow kernels")
+        print(json.dumps([check.state, check.detail]))
+    """
+    used = run_python(code.format(before="tf.matmul(tf.ones((2, 2)), tf.ones((2, 2)))"),
+                      clean_env())
+    assert used[0] == "warn"
+    assert "onednn ISA cap AVX2 (set after its first use)" in used[1]
+    assert "too late: TensorFlow had used its kernels before det_nb pinned them" in used[1]
+    imported = run_python(code.format(before=""), clean_env())
+    assert imported == ["ok", "onednn ISA cap AVX2, xla ISA cap AVX2: the baseline"]
+
+
 def test_no_portable_takes_the_pins_back_before_libraries_load():
     result = run_python("""
         import json, os, det_nb
