@@ -72,7 +72,7 @@ _SCALAR_TAGS = {
 _CODE_TYPES = (
     types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, type,
     types.MethodWrapperType, types.WrapperDescriptorType, types.MethodDescriptorType,
-    types.ClassMethodDescriptorType, functools.partial, staticmethod, classmethod,
+    types.ClassMethodDescriptorType, staticmethod, classmethod,
 )
 
 #: One step of a path into a value: (the kind of the object whose part it enters, or None
@@ -170,7 +170,9 @@ def describe_difference(
 def is_code(value: object) -> bool:
     """Whether ``value`` is code rather than a result: a function, builtin, method, class or
     module, a NumPy ufunc, or a wrapper of one (``functools.wraps``, ``jax.jit``,
-    ``tf.function``: anything callable with code as its ``__wrapped__``).
+    ``tf.function``: anything callable with code as its ``__wrapped__``). A
+    ``functools.partial`` is not: its arguments are values (``partial(np.multiply, scale)``),
+    compared with its function.
 
     ``%%det_check`` and the notebook runner neither compare such names nor list them as
     unchecked: a cell that defines a function has produced no value. Never raises, and
@@ -315,20 +317,21 @@ class _Walk:
         if depth > _MAX_DEPTH:
             raise _Unsupported((), f"nested more than {_MAX_DEPTH} levels deep")
         hasher.update(_tag(view.category, view.kind))
-        if view.category == "array":
-            if view.payload.dtype.hasobject:
-                self._feed_objects(hasher, view, depth)
-            else:
-                _feed_array(hasher, view)
+        if view.category == "array" and not view.payload.dtype.hasobject:
+            _feed_array(hasher, view)
             return
         if view.category == "scalar":
             _feed_scalar(hasher, view.payload)
             return
+        # A container, or an object array (which may hold itself: o[0] = o).
         if ident in self._active:
             raise _Unsupported((), "it contains itself")
         self._active.add(ident)
         try:
-            self._feed_children(hasher, view, depth)
+            if view.category == "array":
+                self._feed_objects(hasher, view, depth)
+            else:
+                self._feed_children(hasher, view, depth)
         finally:
             self._active.discard(ident)
 
@@ -576,7 +579,8 @@ def _children(view: View) -> Iterable[tuple[object, object]]:
 
 
 def _index_text(index: tuple) -> str:
-    return "[" + ", ".join(str(int(i)) for i in index) + "]"
+    """``[2, 1]``; ``[()]`` for the one element of a 0-d array."""
+    return "[" + (", ".join(str(int(i)) for i in index) if index else "()") + "]"
 
 
 # -- snapshots -------------------------------------------------------------------------

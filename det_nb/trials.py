@@ -176,14 +176,19 @@ class TrialResult:
 
     trial: int
     trial_seed: int
-    # Where and how long it ran: facts of the run, not results (not in ==, nor compared).
-    worker: str | None = field(compare=False)
-    seconds: float = field(compare=False)
+    worker: str | None
+    seconds: float
     collected: dict[str, Any]
     fingerprints: list[dict[str, Any]]
     record: dict[str, Any] | None
     error: str | None
     status_warnings: list[str] = field(default_factory=list)
+
+    def _det_nb_value_(self) -> dict[str, Any]:
+        """What ``%%det_check`` and ``verify`` compare: every field but where and how long
+        the trial ran (``worker``, ``seconds``), facts of the run that no seed fixes."""
+        return {name: value for name, value in vars(self).items()
+                if name not in ("worker", "seconds")}
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``trials`` entries of ``--out``)."""
@@ -475,11 +480,17 @@ class Verification:
     """
 
     trial: int
-    first_worker: str | None = field(compare=False)
-    again_worker: str | None = field(compare=False)
+    first_worker: str | None
+    again_worker: str | None
     differences: list[str]
     unchecked: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def _det_nb_value_(self) -> dict[str, Any]:
+        """What ``%%det_check`` and ``verify`` compare: every field but the workers the two
+        runs happened to get (facts of the run, not results)."""
+        return {name: value for name, value in vars(self).items()
+                if name not in ("first_worker", "again_worker")}
 
     @property
     def identical(self) -> bool:

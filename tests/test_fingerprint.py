@@ -315,6 +315,26 @@ def test_cycles_and_deep_nesting_are_refused_not_crashing() -> None:
     assert isinstance(fingerprint([shared, shared]), Fingerprint)  # shared is not a cycle
 
 
+def test_an_object_array_that_contains_itself_says_so() -> None:
+    """Not "nested more than 100 levels deep" at [0][0]...[0]."""
+    holder = np.empty(2, dtype=object)
+    holder[0], holder[1] = holder, 1
+    assert fingerprint(holder).reason == "at [0]: it contains itself"
+    zero_d = np.empty((), dtype=object)
+    zero_d[()] = zero_d
+    assert fingerprint(zero_d).reason == "at [()]: it contains itself"
+    around = [1]
+    inner = np.empty(1, dtype=object)
+    inner[0] = around
+    around.append(inner)
+    assert fingerprint(around).reason == "at [1][0]: it contains itself"
+    twice = np.empty(2, dtype=object)
+    twice[0] = twice[1] = inner_value = np.arange(3)  # shared, not a cycle
+    assert isinstance(fingerprint(twice), Fingerprint)
+    assert describe_difference(twice, twice.copy(), "t") is None
+    assert inner_value is twice[0]
+
+
 def test_snapshot_is_independent_of_later_changes() -> None:
     value = {"w": np.zeros(4), "log": [1.0]}
     kept = snapshot(value)
@@ -538,9 +558,19 @@ def test_is_code_tells_code_from_results() -> None:
     import json
 
     for code in (print, json, dict, json.dumps, lambda: 1, np.add, np.ndarray, [].append,
-                 str.upper, "".join, functools.partial(print, 1), Wrapped(print),
-                 functools.lru_cache(maxsize=None)(len)):
+                 str.upper, "".join, Wrapped(print), functools.lru_cache(maxsize=None)(len)):
         assert is_code(code), code
     for value in (1, "f", [print], np.zeros(1), Wrapped(3), Attrs(), Hostile(),
-                  types.SimpleNamespace(__wrapped__=print)):
+                  types.SimpleNamespace(__wrapped__=print), functools.partial(print, 1)):
         assert not is_code(value), value
+
+
+def test_a_partial_is_a_value_compared_by_its_function_and_arguments() -> None:
+    """scale = partial(np.multiply, os.getpid()) holds a result: its argument."""
+    import functools
+
+    scale = functools.partial(np.multiply, 3)
+    assert fingerprint(scale) == fingerprint(functools.partial(np.multiply, 3))
+    assert fingerprint(scale).summary == "partial of multiply"
+    assert describe_difference(scale, functools.partial(np.multiply, 4), "scale") == (
+        "scale: partial: args[0]: int differs by 1")

@@ -3,6 +3,8 @@ elements far outnumber the memory they span (issue 19 item 8)."""
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 from conftest import result_of, start_python
@@ -144,3 +146,38 @@ def test_padding_bytes_of_structured_arrays_are_not_compared() -> None:
     dirty["value"][2] = 0.5
     assert describe_difference(clean, dirty, "r") == (
         "r: ndarray void128 (3,): 1 of 3 elements differ; first at r[2]")
+
+
+class Tagged(np.ndarray):
+    """An array with metadata of its own, as users subclass ndarray."""
+
+
+def test_attributes_of_an_ndarray_subclass_are_compared(tmp_path: pathlib.Path) -> None:
+    first, second = drawn(1).view(Tagged), drawn(1).view(Tagged)
+    first.meta, second.meta = {"unit": "m"}, {"unit": "s"}
+    assert describe_difference(first, second, "t") == (
+        "t: Tagged: attributes['meta']['unit']: str differs at position 0 (lengths 1 and 1)")
+    second.meta = {"unit": "m"}
+    assert fingerprint(first) == fingerprint(second)
+    assert fingerprint(first).summary == "Tagged (ndarray float64 (3, 4), 1 attribute)"
+    second[0, 1] += 1.0
+    assert describe_difference(first, second, "t") == (
+        "t: Tagged: contents: 1 of 12 elements differ; max abs difference 1; "
+        "first at contents[0, 1]")
+    assert fingerprint(snapshot(first)) == fingerprint(first)
+    assert fingerprint(drawn(1).view(Tagged)) == fingerprint(drawn(1))  # no attributes
+    # NumPy's own subclasses keep bookkeeping there: a memmap's file and open mapping.
+    maps = [np.memmap(tmp_path / name, "f8", "w+", shape=(3, 4)) for name in ("a", "b")]
+    for mapped in maps:
+        mapped[:] = drawn(1)
+    assert fingerprint(maps[0]) == fingerprint(maps[1])
+
+
+def test_a_masked_array_is_compared_by_its_fill_value_too() -> None:
+    """What filled() puts where the array is masked."""
+    a = np.ma.masked_array([1.0, 2.0], mask=[0, 1], fill_value=0.0)
+    b = np.ma.masked_array([1.0, 2.0], mask=[0, 1], fill_value=-1.0)
+    assert describe_difference(a, b, "m") == (
+        "m: MaskedArray: fill_value: 1 of 1 elements differ; max abs difference 1")
+    assert fingerprint(a) == fingerprint(np.ma.masked_array([1.0, 2.0], mask=[0, 1],
+                                                            fill_value=0.0))

@@ -104,7 +104,8 @@ def test_generators_dates_enums_and_other_plain_values() -> None:
         "t: datetime differs at position 18 (lengths 29 and 29)")
     assert fingerprint(datetime.timedelta(1)) != fingerprint(datetime.timedelta(2))
     assert describe_difference(Colour.RED, Colour.GREEN, "c") == (
-        "c: Colour differs at position 0 (lengths 3 and 5)")
+        "c: Colour: name: str differs at position 0 (lengths 3 and 5)")
+    assert fingerprint(Colour.RED).summary == "Colour.RED"
     assert fingerprint(range(3)) != fingerprint(range(4))
     assert fingerprint(collections.deque([1, 2])) == fingerprint(collections.deque([1, 2]))
 
@@ -131,12 +132,119 @@ def test_values_that_cannot_be_compared_say_why_wherever_they_are() -> None:
     assert isinstance(fingerprint(Trainer(1)), Fingerprint)
 
 
-def test_a_dataclass_field_left_out_of_equality_is_left_out_of_the_comparison() -> None:
+def test_a_dataclass_is_compared_by_every_field_and_every_other_attribute() -> None:
+    """Fields left out of == count: users mark array fields compare=False so that == works,
+    and those hold results. So do attributes set in __post_init__."""
+
     @dataclasses.dataclass
     class Run:
         loss: float
-        seconds: float = dataclasses.field(compare=False)  # a fact of the run, not a result
+        weights: list[float] = dataclasses.field(compare=False)
 
-    assert fingerprint(Run(0.5, 1.2)) == fingerprint(Run(0.5, 3.4))
-    assert describe_difference(Run(0.5, 1.2), Run(0.25, 1.2), "run") == (
-        "run: Run: loss: float differs by 0.25")
+        def __post_init__(self) -> None:
+            self.best = min(self.weights)
+
+    assert Run(0.5, [1.0, 2.0]) == Run(0.5, [1.0, 3.0])  # as Python sees it
+    assert fingerprint(Run(0.5, [1.0, 2.0])) == fingerprint(Run(0.5, [1.0, 2.0]))
+    assert fingerprint(Run(0.5, [1.0, 2.0])).summary == "Run (2 fields, 1 other attribute)"
+    assert describe_difference(Run(0.5, [1.0, 2.0]), Run(0.5, [1.0, 3.0]), "run") == (
+        "run: Run: weights[1]: float differs by 1")
+    later = Run(0.5, [1.0, 2.0])
+    later.best = 0.0
+    assert describe_difference(Run(0.5, [1.0, 2.0]), later, "run") == (
+        "run: Run: best: float differs by 1")
+    assert fingerprint(snapshot(later)) == fingerprint(later)
+
+
+class Timed:
+    """A result that says what it is compared by: everything but its duration."""
+
+    def __init__(self, loss: float, seconds: float) -> None:
+        self.loss = loss
+        self.seconds = seconds
+
+    def _det_nb_value_(self) -> dict[str, object]:
+        return {"loss": self.loss}
+
+
+class Weighed:
+    def __init__(self, weights: list[float], host: str) -> None:
+        self.weights = weights
+        self.host = host
+
+    def _det_nb_value_(self) -> list[float]:
+        return self.weights
+
+
+class Broken:
+    def _det_nb_value_(self) -> object:
+        raise RuntimeError("not ready")
+
+
+def test_a_class_says_what_its_value_is_with_det_nb_value() -> None:
+    assert fingerprint(Timed(0.5, 1.2)) == fingerprint(Timed(0.5, 3.4))
+    assert fingerprint(Timed(0.5, 1.2)).summary == "Timed (1 part)"
+    assert describe_difference(Timed(0.5, 1.2), Timed(0.25, 1.2), "run") == (
+        "run: Timed: loss: float differs by 0.25")
+    assert fingerprint(Weighed([1.0], "a")) == fingerprint(Weighed([1.0], "b"))
+    assert describe_difference(Weighed([1.0], "a"), Weighed([2.0], "a"), "w") == (
+        "w: Weighed: _det_nb_value_()[0]: float differs by 1")
+    assert fingerprint(Weighed([1.0], "a")) != fingerprint([1.0])
+    assert fingerprint(Broken()).reason == "reading it raised RuntimeError: not ready"
+    assert fingerprint(snapshot(Timed(0.5, 1.2))) == fingerprint(Timed(0.5, 3.4))
+
+
+def test_trials_are_compared_without_where_and_how_long_they_ran() -> None:
+    """det_nb's own results say so: a trial's worker and seconds, a verification's workers
+    are facts of the run."""
+    from det_nb.trials import TrialResult, TrialsResult, Verification
+
+    def result(worker: str, seconds: float, loss: float = 0.25) -> TrialsResult:
+        trial = TrialResult(0, 536987300, worker, seconds, {"loss": loss}, [], None, None)
+        check = Verification(0, worker, worker + "'", [])
+        return TrialsResult("t.ipynb", 42, "seedsequence", ("loss",), [trial], [check])
+
+    assert fingerprint(result("tcp://a", 1.5)) == fingerprint(result("tcp://b", 2.5))
+    assert describe_difference(result("tcp://a", 1.5), result("tcp://a", 1.5, 0.5), "r") == (
+        "r: TrialsResult: trials[0]: TrialResult: collected['loss']: float differs by 0.25")
+
+
+class History(list):
+    """A list with a result of its own, as users subclass lists and dicts."""
+
+
+class Tagged(dict):
+    __slots__ = ("source",)
+
+
+def test_attributes_of_a_list_dict_or_tuple_subclass_are_compared() -> None:
+    first, second = History([0.5, 0.25]), History([0.5, 0.25])
+    first.best, second.best = 0.25, 0.5
+    assert fingerprint(first) != fingerprint(second)
+    assert fingerprint(first).summary == "History (len 2) with 1 attribute"
+    assert describe_difference(first, second, "h") == (
+        "h: History: attributes['best']: float differs by 0.25")
+    second.best = 0.25
+    second[1] = 0.125
+    assert describe_difference(first, second, "h") == (
+        "h: History: contents[1]: float differs by 0.125")
+    assert fingerprint(History([1])) == fingerprint(History([1]))  # no attributes: as before
+    tagged, other = Tagged(a=1), Tagged(a=1)
+    tagged.source, other.source = "x", "y"
+    assert describe_difference(tagged, other, "t") == (
+        "t: Tagged: attributes['source']: str differs at position 0 (lengths 1 and 1)")
+    assert fingerprint(snapshot(first)) == fingerprint(first)
+    kept = collections.OrderedDict(w=1)
+    kept._metadata = {"version": 1}  # the standard library's classes: bookkeeping (torch's)
+    assert fingerprint(kept) == fingerprint(collections.OrderedDict(w=1))
+
+
+def test_an_enum_is_compared_by_name_and_value() -> None:
+    """The same class defined again (a cell run twice) with another value differs."""
+
+    def defined(value: int) -> enum.Enum:
+        return enum.Enum("Mode", {"TRAIN": value})
+
+    assert fingerprint(defined(1).TRAIN) == fingerprint(defined(1).TRAIN)
+    assert describe_difference(defined(1).TRAIN, defined(2).TRAIN, "m") == (
+        "m: Mode: value: int differs by 1")

@@ -1,6 +1,7 @@
 """The TensorFlow and Keras families (few tests: importing TF takes seconds): ragged and
 sparse tensors by their components, generators by state, Keras optimizers and metrics by
-their variables. Tensors, variables and models: tests/test_check.py."""
+their variables, Keras layers and tf.Modules by their own attributes too. Tensors,
+variables and models: tests/test_check.py."""
 
 from __future__ import annotations
 
@@ -66,3 +67,60 @@ def test_keras_optimizers_and_metrics_by_their_variables() -> None:
     other_metric = trained_optimizer(2, 1)[1]
     assert describe_difference(metric, other_metric, "m").startswith(
         "m: Mean: variables[0]: 1 of 1 elements differ; max abs difference ")
+
+
+class Scaled(keras.layers.Layer):
+    """A layer with more than weights: a constant tensor and a number of its own."""
+
+    def __init__(self, temperature: float, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.proj = keras.ops.convert_to_tensor(np.full(2, temperature, dtype="float32"))
+        self.temperature = temperature
+
+    def call(self, x: object) -> object:
+        return x * self.proj / self.temperature
+
+
+def scaled_model(temperature: float = 2.0) -> object:
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((2,))
+    hidden = keras.layers.Dropout(0.5, seed=1)(keras.layers.Dense(2)(inputs))
+    model = keras.Model(inputs, Scaled(temperature)(hidden))
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((4, 2), "float32"), np.ones((4, 2), "float32"), epochs=1, verbose=0)
+    return model
+
+
+def test_a_keras_model_is_compared_by_its_layers_plain_attributes_and_tensors() -> None:
+    """The same model built and trained twice is equal (Keras numbers names per session);
+    a layer's own tensor, number or seed generator that differs is found by position."""
+    model = scaled_model()
+    assert fingerprint(model) == fingerprint(scaled_model())
+    found = describe_difference(model, scaled_model(temperature=3.0), "model")
+    assert found == "model: Functional: attributes[4]: Scaled: proj: 2 of 2 elements differ; " \
+                    "max abs difference 1; first at proj[0]"
+    dropout, drawn = keras.layers.Dropout(0.5, seed=1), keras.layers.Dropout(0.5, seed=1)
+    drawn.seed_generator.next()  # as a training step does: the next masks differ
+    assert describe_difference(dropout, drawn, "d") == (
+        "d: Dropout: attributes[0]: Dropout: seed_generator: SeedGenerator state differs, "
+        "so its next draws differ")
+    layer = Scaled(2.0)
+    layer.temperature = 5.0
+    assert describe_difference(Scaled(2.0), layer, "layer") == (
+        "layer: Scaled: attributes[0]: Scaled: temperature: float differs by 3")
+
+
+class Projection(tf.Module):
+    def __init__(self, scale: float) -> None:
+        super().__init__(name="projection")
+        self.w = tf.Variable([1.0, 2.0])
+        self.proj = tf.constant([1.0, 2.0]) * scale
+        self.scale = scale
+        self.parts = [tf.Module(name="part")]
+
+
+def test_a_tf_module_is_compared_by_its_variables_and_its_own_attributes() -> None:
+    assert fingerprint(Projection(1.0)) == fingerprint(Projection(1.0))
+    assert describe_difference(Projection(1.0), Projection(2.0), "m") == (
+        "m: Projection: attributes['proj']: 2 of 2 elements differ; max abs difference 2; "
+        "first at attributes['proj'][0]")

@@ -1,5 +1,6 @@
-"""The torch family: modules by state_dict and training mode, optimizers and schedulers by
-state_dict, generators by state, tensors of every layout and device, valueless tensors.
+"""The torch family: modules by state_dict, other buffers, own attributes and training mode,
+optimizers and schedulers by state_dict, generators by state, tensors of every layout and
+device, valueless tensors.
 
 No torch optimizer is created in this process: that imports triton, which aborts a
 process that has loaded TensorFlow (other test modules do)."""
@@ -148,3 +149,121 @@ def test_an_expanded_tensor_costs_its_memory_not_its_size() -> None:
     half = torch.arange(3.0, dtype=torch.bfloat16).expand(10**6, 3)  # widened: memory only
     assert fingerprint(half).summary == (
         "torch.Tensor bfloat16 (1000000, 3), a view of 12 bytes of memory")
+
+
+class Projected(torch.nn.Module):
+    """A module with more than weights: a plain tensor, a non-persistent buffer, a number
+    and a hook, as users write them."""
+
+    def __init__(self, seed: int, temperature: float = 2.0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.lin = torch.nn.Linear(2, 2)
+        self.proj = torch.randn(2, 2)  # a plain tensor: not in the state_dict
+        self.register_buffer("mask", torch.ones(2), persistent=False)
+        self.temperature = temperature
+        self.history: list[float] = []
+        self.handle = self.register_forward_hook(lambda *_: None)
+
+    def forward(self, x: object) -> object:
+        return self.lin(x @ self.proj) * self.mask / self.temperature
+
+
+def test_a_module_is_compared_by_everything_that_is_the_users_not_only_its_weights() -> None:
+    """Before, only the state_dict: a projection drawn from OS entropy, a non-persistent
+    buffer or a number set from the process id left the module 'identical'."""
+    net, same = Projected(0), Projected(0)
+    assert fingerprint(net) == fingerprint(same)  # a hook (a lambda each) is not a value
+    assert fingerprint(net).summary == "Projected (torch.nn.Module, 2 tensors)"
+    other = Projected(0)
+    other.proj = torch.randn(2, 2, generator=torch.Generator().manual_seed(9))
+    assert describe_difference(net, other, "net").startswith(
+        "net: torch.nn.Module: attributes['proj']: 4 of 4 elements differ; max abs difference ")
+    other = Projected(0)
+    other.mask[1] = 0.5
+    assert describe_difference(net, other, "net") == (
+        "net: torch.nn.Module: non-persistent buffers['mask']: 1 of 2 elements differ; "
+        "max abs difference 0.5; first at non-persistent buffers['mask'][1]")
+    assert describe_difference(net, Projected(0, temperature=3.0), "net") == (
+        "net: torch.nn.Module: attributes['temperature']: float differs by 1")
+    other = Projected(0)
+    other.history.append(0.25)
+    assert describe_difference(net, other, "net") == (
+        "net: torch.nn.Module: attributes['history']: list length 0 vs 1")
+    assert fingerprint(snapshot(net)) == fingerprint(net)
+
+
+def test_submodules_attributes_are_keyed_by_their_path() -> None:
+    net, other = model(0), model(0)
+    other[1].momentum = 0.5  # BatchNorm1d's own setting, as the user changed it
+    assert describe_difference(net, other, "net") == (
+        "net: torch.nn.Module: attributes['1.momentum']: float differs by 0.4")
+    holder, other = torch.nn.Sequential(Projected(0)), torch.nn.Sequential(Projected(0))
+    other[0].temperature = 5.0
+    assert describe_difference(holder, other, "net") == (
+        "net: torch.nn.Module: attributes['0.temperature']: float differs by 3")
+
+
+def test_torchs_own_bookkeeping_is_not_a_value() -> None:
+    """An LSTM keeps weak references to its weights, a lazy module hook handles; neither
+    is a value, and the same modules built twice are equal."""
+
+    class Encoder(torch.nn.LSTM):  # a user's subclass: torch's private attributes stay out
+        pass
+
+    for build in (lambda: torch.nn.LSTM(2, 3), lambda: Encoder(2, 3),
+                  lambda: torch.nn.TransformerEncoder(
+                      torch.nn.TransformerEncoderLayer(4, 2, dim_feedforward=8), 2,
+                      enable_nested_tensor=False)):
+        torch.manual_seed(0)
+        first = build()
+        torch.manual_seed(0)
+        second = build()
+        assert isinstance(fingerprint(first), Fingerprint)
+        assert fingerprint(first) == fingerprint(second)
+    lazy = torch.nn.LazyLinear(2)
+    lazy(torch.ones(1, 3))  # materialised: its weights exist, its hook handles are no value
+    assert isinstance(fingerprint(lazy), Fingerprint)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_a_scripted_module_is_compared_by_its_attributes_too() -> None:
+    """torch.jit.script moves a module's attributes into its C++ module."""
+    scripted = torch.jit.script(Scripted(2.0))
+    assert fingerprint(scripted) == fingerprint(torch.jit.script(Scripted(2.0)))
+    assert describe_difference(scripted, torch.jit.script(Scripted(3.0)), "net") == (
+        "net: torch.nn.Module: attributes['temperature']: float differs by 1")
+
+
+class Scripted(torch.nn.Module):
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(2, 2)
+        self.temperature = temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) / self.temperature
+
+
+def test_a_compiled_module_is_compared_by_the_module_it_compiles() -> None:
+    """In a fresh process: torch.compile imports triton (see the module docstring)."""
+    found = run_python("""
+        import json
+        import torch
+        from det_nb.fingerprint import Fingerprint, describe_difference, fingerprint
+
+        def compiled(temperature):
+            torch.manual_seed(0)
+            net = torch.nn.Linear(2, 2)
+            net.temperature = temperature
+            return torch.compile(net)
+
+        print(json.dumps({
+            "fingerprinted": isinstance(fingerprint(compiled(1)), Fingerprint),
+            "equal": fingerprint(compiled(1)) == fingerprint(compiled(1)),
+            "difference": describe_difference(compiled(1), compiled(2), "net"),
+        }))
+    """)
+    assert found == {"fingerprinted": True, "equal": True, "difference": (
+        "net: torch.nn.Module: attributes['_orig_mod.temperature']: int differs by 1")}

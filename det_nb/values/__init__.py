@@ -5,13 +5,18 @@ Each family reduces its values to a :class:`~det_nb.values.base.View` made of ar
 plain data, which :mod:`det_nb.fingerprint` hashes, copies and compares. A family looks at
 values only once its framework is in ``sys.modules``: recognising a value never imports a
 framework. docs/values.md lists what each family compares and what stays unchecked.
+
+A class says itself what its comparable value is by defining ``_det_nb_value_(self)``
+(:data:`VALUE_METHOD`): its values are then compared by what that returns, before any
+family looks at them. That is how a class leaves out facts of a run (a duration, a host
+name) that no seed fixes.
 """
 
 from __future__ import annotations
 
 import sys
 
-from det_nb.values.base import Family, Reduced, View, bad
+from det_nb.values.base import Family, Reduced, View, bad, count, parts
 from det_nb.values.jax import Jax
 from det_nb.values.keras import Keras
 from det_nb.values.matplotlib import Matplotlib
@@ -30,6 +35,9 @@ FAMILIES: tuple[Family, ...] = (Numpy(), Python(), Torch(), Jax(), Keras(), Tens
                                 Pandas(), Sklearn(), Matplotlib(), Objects())
 
 
+#: The method by which a class gives the value its instances are compared by.
+VALUE_METHOD = "_det_nb_value_"
+
 # The family that last reduced a value of each type, offered the next one first: a
 # tensor then skips the NumPy and Python families' checks (a model has hundreds).
 _CLAIMED: dict[type, Family] = {}
@@ -44,6 +52,9 @@ def view_of(value: object) -> View:
     if isinstance(value, Reduced):
         return value.view
     kind = type(value)
+    own = getattr(kind, VALUE_METHOD, None)
+    if own is not None:
+        return _declared_view(value, own(value))
     known = _CLAIMED.get(kind)
     if known is not None:
         found = _offer(known, value)
@@ -59,6 +70,15 @@ def view_of(value: object) -> View:
     return bad(value, why_unsupported(value))
 
 
+def _declared_view(value: object, declared: object) -> View:
+    """A value by what its class's ``_det_nb_value_`` returned: a dict as the value's named
+    parts (as a dataclass's fields), anything else as its one part ``_det_nb_value_()``."""
+    name = type(value).__name__
+    if type(declared) is dict:
+        return parts(name, declared, f"{name} ({count(len(declared), 'part')})")
+    return parts(name, {f"{VALUE_METHOD}()": declared}, f"{name} (by {VALUE_METHOD})")
+
+
 def _offer(family: Family, value: object) -> View | None:
     """``family``'s view of ``value``; None where its framework is not loaded."""
     if family.module is None:
@@ -67,4 +87,4 @@ def _offer(family: Family, value: object) -> View | None:
     return None if module is None else family.view(value, module)
 
 
-__all__ = ["FAMILIES", "Family", "Reduced", "View", "view_of"]
+__all__ = ["FAMILIES", "VALUE_METHOD", "Family", "Reduced", "View", "view_of"]

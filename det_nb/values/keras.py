@@ -1,13 +1,18 @@
-"""Keras 3 (any backend): variables, layers and models by their weights, optimizers and
-metrics by their variables (the iteration count included), seed generators by state."""
+"""Keras 3 (any backend): variables, layers and models by their weights and the plain
+data and tensors in their own attributes, optimizers and metrics by their variables (the
+iteration count included), seed generators by state."""
 
 from __future__ import annotations
 
+import functools
+import sys
 from types import ModuleType
 from typing import Any
 
-from det_nb.values.base import Family, View, count, find, parts, state
+from det_nb.values.base import Family, Reduced, View, count, find, parts, state
 from det_nb.values.numpy import array_view
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
 
 
 class Keras(Family):
@@ -41,8 +46,64 @@ class Keras(Family):
             # By position, not by path: Keras numbers layer names per session ("dense_3"),
             # so the same model built twice has different paths but must compare equal.
             weights = list(value.weights)
-            return parts(kind, {"weights": weights}, f"{kind} ({count(len(weights), 'weight')})")
+            named: dict[str, object] = {"weights": weights}
+            attributes = _layer_attributes(keras, value)
+            if attributes:
+                named["attributes"] = attributes
+            return parts(kind, named, f"{kind} ({count(len(weights), 'weight')})")
         return None
+
+
+def _layer_attributes(keras: Any, layer: Any) -> dict[int, Reduced]:
+    """The plain data, tensors and seed generators in the public attributes of ``layer``
+    and of every layer in it, by the layer's position (0: ``layer`` itself; Keras numbers
+    names per session): ``units``, ``rate``, a ``Dropout``'s ``seed_generator``, a
+    ``self.proj`` tensor or ``self.temperature`` of the user's own.
+
+    Only these: Keras's private attributes hold its bookkeeping (graph nodes with
+    session-numbered names), and its public lists, dicts and objects (``output_names``,
+    initializers, ``history``, compiled functions) mix the user's values with Keras's own.
+    """
+    try:
+        layers = list(layer._flatten_layers(include_self=True, recursive=True))
+    except AttributeError:  # a Keras without it: the layer alone
+        layers = [layer]
+    bare = _bare_layer_attributes(keras)
+    found: dict[int, Reduced] = {}
+    for position, each in enumerate(layers):
+        named = {name: part for name, part in sorted(vars(each).items())
+                 if not name.startswith("_") and name not in bare
+                 and _plain_or_tensor(keras, part)}
+        if named:
+            kind = type(each).__name__
+            found[position] = Reduced(parts(kind, named,
+                                            f"{kind} ({count(len(named), 'attribute')})"))
+    return found
+
+
+@functools.cache
+def _bare_layer_attributes(keras: Any) -> frozenset[str]:
+    """What every Keras layer holds for Keras (its session-numbered ``name`` among them)."""
+    return frozenset(vars(keras.layers.Layer(name="det_nb_bare_layer")))
+
+
+def _plain_or_tensor(keras: Any, part: object) -> bool:
+    """A plain scalar, a tuple of them, a tensor or array (not a variable: those are the
+    layer's weights), or a seed generator (a ``Dropout``'s, whose state decides its next
+    masks and is not among the weights)."""
+    if isinstance(part, _PLAIN + find(keras, "random.SeedGenerator")):
+        return True
+    if type(part) is tuple:
+        return all(_plain_or_tensor(keras, item) for item in part)
+    if isinstance(part, find(keras, "Variable")):
+        return False
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(part, np.ndarray):
+        return True
+    try:
+        return bool(keras.ops.is_tensor(part))
+    except Exception:  # a backend that cannot tell
+        return False
 
 
 def _variable_view(variable: Any) -> View:

@@ -1,4 +1,5 @@
-"""NumPy: arrays (masked ones with their mask), scalars, generators by their state.
+"""NumPy: arrays (masked ones with their mask and fill value, subclasses with their own
+attributes), scalars, generators by their state.
 
 Also the shared reduction of any framework's array data (:func:`array_view`), which keeps a
 view whose elements far outnumber the memory they span (``np.broadcast_to(x, (10**13,))``,
@@ -10,7 +11,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from det_nb.values.base import Family, View, bad, parts, scalar, state
+from det_nb.values.base import Family, Reduced, View, bad, count, parts, scalar, state
+from det_nb.values.objects import subclass_attributes
 
 #: A view is reduced to the memory it spans when its elements take more than this many
 #: bytes and more than twice that memory (below it, hashing every element is cheap).
@@ -18,8 +20,9 @@ VIEW_MIN_BYTES = 4 << 20
 
 
 class Numpy(Family):
-    """``ndarray``, ``MaskedArray``, NumPy scalars, ``Generator``/``BitGenerator``/
-    ``RandomState``/``SeedSequence`` by their state, dtypes and ufuncs by name."""
+    """``ndarray`` (and subclasses), ``MaskedArray``, NumPy scalars, ``Generator``/
+    ``BitGenerator``/``RandomState``/``SeedSequence`` by their state, dtypes and ufuncs by
+    name."""
 
     name = "numpy"
     module = "numpy"
@@ -28,11 +31,14 @@ class Numpy(Family):
         np: Any = module
         if isinstance(value, np.ndarray):
             if isinstance(value, np.ma.MaskedArray):
-                named = {"data": np.asarray(value.data), "mask": np.ma.getmaskarray(value)}
+                # The fill value is what filled() and every NumPy function given the
+                # array's data put where it is masked.
+                named = {"data": np.asarray(value.data), "mask": np.ma.getmaskarray(value),
+                         "fill_value": value.fill_value}
                 return parts("MaskedArray", named, _summary("MaskedArray", value))
             if value.dtype.hasobject and value.dtype.fields is not None:
                 return bad(value, "structured arrays with object fields are not supported")
-            return array_view(value, "ndarray")
+            return _with_attributes(value, array_view(value, "ndarray"))
         if isinstance(value, np.generic):
             return View("array", "numpy scalar", np.asarray(value), f"numpy {value.dtype.name}")
         if isinstance(value, np.random.Generator):
@@ -51,6 +57,19 @@ class Numpy(Family):
         if isinstance(value, np.ufunc):
             return scalar("ufunc", f"numpy.{value.__name__}", f"ufunc numpy.{value.__name__}")
         return None
+
+
+def _with_attributes(array: Any, view: View) -> View:
+    """An instance of a user's ndarray subclass by its elements and its own attributes
+    (``t = x.view(Tagged); t.meta = ...``). NumPy's own subclasses keep only bookkeeping
+    there (``matrix``'s indexing flag, ``memmap``'s file), so they are compared by elements."""
+    kind = type(array)
+    attributes = subclass_attributes(array)
+    if not attributes:
+        return view
+    named = {"contents": Reduced(view), "attributes": attributes}
+    return parts(kind.__name__, named, f"{kind.__name__} ({view.summary}, "
+                                       f"{count(len(attributes), 'attribute')})")
 
 
 def array_view(array: Any, kind: str, dtype_name: str | None = None) -> View:

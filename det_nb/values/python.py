@@ -1,5 +1,9 @@
 """Plain Python values: scalars, containers, named tuples, ``random.Random`` by its state,
-dates and times, and code reached inside a value (compared by its qualified name)."""
+dates and times, enums, and code reached inside a value (compared by its qualified name).
+
+An instance of a subclass of a scalar or container type (``class History(list)``) is
+compared by its items and also by its own attributes (its ``__dict__`` and slots).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ import types
 import uuid
 from types import ModuleType
 
-from det_nb.values.base import Family, View, bad, count, parts, scalar, state
+from det_nb.values.base import Family, Reduced, View, bad, count, parts, scalar, state
+from det_nb.values.objects import subclass_attributes
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
 # The exact base value of a subclass of a plain type (its own methods are not called).
@@ -25,6 +30,9 @@ _EXACT = {int: int.__int__, float: float.__float__, complex: complex.__complex__
           str: str.__str__, bytes: bytes.__bytes__}
 # Values compared by their text: what str() gives is their whole value.
 _BY_TEXT = (decimal.Decimal, fractions.Fraction, uuid.UUID, pathlib.PurePath)
+# Scalars and containers: a subclass's instances are compared by their attributes too.
+_BUILTIN = (*_PLAIN, bytearray, list, tuple, collections.deque, dict, set, frozenset)
+_BUILTIN_EXACT = frozenset(_BUILTIN)
 # Code that is compared by its qualified name when a value holds it.
 _NAMED_CODE = (types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType)
 
@@ -37,10 +45,22 @@ class Python(Family):
     name = "python"
 
     def view(self, value: object, module: ModuleType | None) -> View | None:
+        found = self._view(value)
+        if (found is None or type(value) in _BUILTIN_EXACT or not isinstance(value, _BUILTIN)
+                or isinstance(value, enum.Enum)):
+            return found
+        attributes = subclass_attributes(value)  # a subclass's own, such as History.best
+        if not attributes:
+            return found
+        named = {"contents": Reduced(found), "attributes": attributes}
+        return parts(found.kind, named, f"{found.summary} with "
+                                        f"{count(len(attributes), 'attribute')}")
+
+    def _view(self, value: object) -> View | None:
         kind = type(value).__name__
         if isinstance(value, enum.Enum):  # before int: an IntEnum is an int too
             name = value.name if value.name is not None else str(value._value_)  # Flag mixes
-            return scalar(kind, name, f"{kind}.{name}")
+            return parts(kind, {"name": name, "value": value._value_}, f"{kind}.{name}")
         if isinstance(value, _PLAIN):
             return _plain(value, kind)
         if isinstance(value, (bytearray, memoryview)):

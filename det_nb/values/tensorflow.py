@@ -1,13 +1,16 @@
 """TensorFlow: tensors and variables, ragged and sparse tensors by their components,
-``tf.random.Generator`` by its state and algorithm, ``tf.Module`` by its variables."""
+``tf.random.Generator`` by its state and algorithm, ``tf.Module`` by its variables and its
+own attributes."""
 
 from __future__ import annotations
 
+import functools
 from types import ModuleType
 from typing import Any
 
 from det_nb.values.base import Family, View, bad, count, find, parts, state
 from det_nb.values.numpy import array_view
+from det_nb.values.objects import instance_attributes
 
 
 class TensorFlow(Family):
@@ -46,9 +49,32 @@ class TensorFlow(Family):
         if isinstance(value, find(tf, "Module")):
             kind = type(value).__name__
             variables = list(value.variables)
-            return parts(kind, {"variables": variables},
-                         f"{kind} (tf.Module, {count(len(variables), 'variable')})")
+            named: dict[str, object] = {"variables": variables}
+            attributes = _module_attributes(tf, value)
+            if attributes:
+                named["attributes"] = attributes
+            return parts(kind, named, f"{kind} (tf.Module, {count(len(variables), 'variable')})")
         return None
+
+
+def _module_attributes(tf: Any, module: Any) -> dict[str, object]:
+    """The attributes of a ``tf.Module`` that are the user's (``self.proj = tf.constant(...)``,
+    ``self.temperature``, submodules, each by its own view): those a bare ``tf.Module()``
+    lacks, less TensorFlow's tracking (``_self_...``) and the private attributes of a class
+    TensorFlow defines."""
+    bare = _bare_module_attributes(tf)
+    private_is_tf = any(base.__module__.partition(".")[0] == "tensorflow"
+                        for base in type(module).__mro__
+                        if base is not tf.Module and issubclass(base, tf.Module))
+    return {name: part for name, part in instance_attributes(module).items()
+            if name not in bare and not name.startswith("_self_")
+            and not (private_is_tf and name.startswith("_"))}
+
+
+@functools.cache
+def _bare_module_attributes(tf: Any) -> frozenset[str]:
+    """What every ``tf.Module`` holds for TensorFlow (its name and name scope)."""
+    return frozenset(vars(tf.Module(name="det_nb_bare_module")))
 
 
 def _is_tensor(tf: Any, value: object) -> bool:

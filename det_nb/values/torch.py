@@ -1,14 +1,19 @@
 """PyTorch: tensors on any device (sparse, quantized and nested ones by their components),
-modules by ``state_dict()`` and training mode, optimizers, LR schedulers and other torch
-objects by ``state_dict()``, generators by their state."""
+modules by ``state_dict()``, their other buffers, their own attributes and training mode,
+optimizers, LR schedulers and other torch objects by ``state_dict()``, generators by their
+state."""
 
 from __future__ import annotations
 
+import functools
+import sys
+import weakref
 from types import ModuleType
 from typing import Any
 
 from det_nb.values.base import Family, View, count, find, parts, scalar, state
 from det_nb.values.numpy import array_view
+from det_nb.values.objects import instance_attributes
 
 TENSOR = "torch.Tensor"
 # The index tensors of each sparse layout besides values().
@@ -34,7 +39,9 @@ class Torch(Family):
             return tensor_view(torch, value)
         kind = type(value).__name__
         if isinstance(value, find(torch, "nn.Module")):
-            return _module_view(value, kind)
+            if _keras_layer(value):  # Keras on torch: left to the Keras family
+                return None
+            return _module_view(torch, value, kind)
         if isinstance(value, find(torch, "optim.Optimizer")):
             return _by_state_dict(value, "torch.optim.Optimizer")
         if isinstance(value, find(torch, "optim.lr_scheduler.LRScheduler")):
@@ -133,18 +140,86 @@ def _quantized_view(torch: Any, tensor: Any, dtype: str, shape: tuple) -> View:
     return parts(f"{TENSOR} quantized", named, f"{TENSOR} {dtype} {shape}")
 
 
-def _module_view(module: Any, kind: str) -> View:
-    """A module by its ``state_dict()`` (parameters and buffers, by key) and training mode."""
+def _module_view(torch: Any, module: Any, kind: str) -> View:
+    """A module by its ``state_dict()`` (parameters and persistent buffers, by key), its
+    non-persistent buffers, its own attributes and those of its submodules (by submodule
+    path: ``lin.in_features``) and training mode."""
     weights = module.state_dict()
     named: dict[str, object] = {"class": kind, "training": module.training}
-    other_mode = {name: sub.training for name, sub in module.named_modules()
+    submodules = list(module.named_modules())
+    other_mode = {name: sub.training for name, sub in submodules
                   if sub.training != module.training}
     if other_mode:
         named["training (submodules in the other mode)"] = other_mode
-    named["state_dict"] = weights
+    named["state_dict"] = dict(weights)  # without its _metadata: torch's format versions
+    unsaved = {name: buffer for name, buffer in module.named_buffers() if name not in weights}
+    if unsaved:
+        named["non-persistent buffers"] = unsaved
+    attributes = {f"{path}.{name}" if path else name: part
+                  for path, sub in submodules for name, part in _own_attributes(torch, sub)}
+    if attributes:
+        named["attributes"] = attributes
     mode = "" if module.training else ", eval mode"
     return parts("torch.nn.Module", named,
                  f"{kind} (torch.nn.Module, {count(len(weights), 'tensor')}{mode})")
+
+
+def _own_attributes(torch: Any, module: Any) -> list[tuple[str, object]]:
+    """The attributes of ``module`` that are the user's: those a bare ``nn.Module()`` does
+    not have (its parameters, buffers, submodules, hooks and flags), less torch's own
+    bookkeeping: hook handles and weak references anywhere, and the private (``_``)
+    attributes of a class torch defines or derives (``nn.LSTM``'s ``_flat_weight_refs``).
+    The machinery of ``torch.compile``'s wrapper is left out too: the module it compiles is
+    its submodule ``_orig_mod``, compared with everything. A module made by
+    ``torch.jit.script`` keeps its attributes in its C++ module, which lists them."""
+    bare = _bare_module_attributes(torch)
+    kind = _kind_of_module(torch, type(module))
+    if kind == "compiled":
+        return []
+    if kind == "torch":
+        scripted = vars(module).get("_concrete_type")
+        if scripted is not None:  # torch.jit.script: the attributes live in its C++ module
+            return [(name, getattr(module, name))
+                    for name, (_, is_parameter) in sorted(scripted.get_attributes().items())
+                    if not is_parameter and name not in bare]
+    weak = _WEAK + find(torch, "utils.hooks.RemovableHandle")
+    return [(name, part) for name, part in instance_attributes(module, bare).items()
+            if not (kind == "torch" and name.startswith("_")) and not isinstance(part, weak)]
+
+
+@functools.lru_cache(maxsize=1024)  # asked for every submodule, of few classes
+def _kind_of_module(torch: Any, kind: type) -> str:
+    """``compiled`` for torch.compile's wrapper, ``torch`` for a class torch defines or one
+    derived from such (not from ``nn.Module`` alone): its private attributes are torch's;
+    ``user`` for the others."""
+    if kind.__name__ == "OptimizedModule" and _torch_defined(kind):
+        return "compiled"
+    if any(_torch_defined(base) for base in kind.__mro__
+           if base is not torch.nn.Module and issubclass(base, torch.nn.Module)):
+        return "torch"
+    return "user"
+
+
+def _keras_layer(value: object) -> bool:
+    """Whether ``value`` is a Keras layer (a torch module on Keras's torch backend, whose
+    attributes hold Keras's session-numbered bookkeeping)."""
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(value, find(keras, "layers.Layer"))
+
+
+def _torch_defined(kind: type) -> bool:
+    return kind.__module__.split(".")[0] == "torch"
+
+
+@functools.cache
+def _bare_module_attributes(torch: Any) -> frozenset[str]:
+    """What every ``nn.Module`` holds for torch: its parameter, buffer and submodule maps,
+    its hooks, its training flag."""
+    return frozenset(vars(torch.nn.Module()))
+
+
+# Weak references (with hook handles): what a module keeps to reach others, not values.
+_WEAK = (weakref.ReferenceType, weakref.ProxyType, weakref.CallableProxyType)
 
 
 def _by_state_dict(value: Any, kind: str) -> View:
