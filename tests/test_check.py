@@ -139,12 +139,10 @@ def test_code_alone_is_nothing_to_compare_and_an_uncomparable_value_alone_is_not
 ) -> None:
     code = check(ipy, """
         import json
-        from functools import partial
         def g():
             return 0
         class Model:
             pass
-        h = partial(print, 1)
         dumps = json.dumps
     """)
     assert code.text() == "nothing to compare across 2 runs: the cell assigned or changed no names"

@@ -460,10 +460,11 @@ def unproven(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_a_value_that_cannot_be_compared_is_never_called_identical(unproven: dict) -> None:
     lines = unproven["out"].splitlines()
     assert unproven["status"] == 3
-    # functions, classes, modules and the like are code: neither compared nor listed
+    # functions, classes, modules and the like are code: neither compared nor listed (a
+    # partial holds arguments: it is compared, with size)
     assert lines[:3] == [
         f"{unproven['path']}: not proven across 2 runs: 1 value could not be compared "
-        "(2 cells, 1 names compared and equal)", "  not compared:", lines[2]]
+        "(2 cells, 2 names compared and equal)", "  not compared:", lines[2]]
     assert lines[2].startswith("    cell 2: handle: TextIOWrapper: ") and len(lines) == 3
     data = json.loads(unproven["report"].read_text())["notebooks"][0]
     assert data["verdict"] == "not proven"
