@@ -56,9 +56,9 @@ class Call:
         """The call's line and text (cached by the audit per code object and offset)."""
         return self.audit.user.call_site(self.frame)
 
-    def reads_clock(self) -> bool:
-        """Whether the calling line also calls a clock (a seed from the time)."""
-        return self.frame.f_lineno in self.place.clock_lines
+    def clock_seed(self, keyword: str) -> bool:
+        """Whether the call's seed (its first argument, or ``keyword``) is read from a clock."""
+        return self.audit.user.clock_seed(self.frame, self.place, keyword)
 
 
 #: An Entry, or a function judging a call: the Entry it makes, or None when it drew nothing.
