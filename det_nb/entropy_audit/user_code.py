@@ -11,8 +11,8 @@ the frame: its line, and (Python 3.11+) the columns of the call being executed.
 A seeding call seeds from a clock when a clock is called inside its seed argument
 (``random.seed(int(time.time()))``): the call's own expression, parsed from those columns,
 says what its seed argument is, and each call written in it is a clock or not by what its
-name refers to in the calling frame (looked up in the frame's namespaces and in modules and
-classes, never evaluated).
+name refers to in the calling frame (looked up in the frame's namespaces and in modules;
+a method by the type that holds it), never evaluated.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class CallSite(NamedTuple):
     line: int
     text: str  # the whole line, stripped
     call: str  # the call expression as written ("" when the source is not at hand)
-    node: ast.Call | None  # the call, parsed (for NumPy's "was it given a seed?")
+    node: ast.Call | None  # the call, parsed (its seed argument; was it given one?)
 
 
 class UserCode:
@@ -160,7 +160,7 @@ class UserCode:
         calls = self._seed_calls.get(key)
         if calls is None:
             calls = self._seed_calls[key] = self._seed_calls_at(frame, place, keyword)
-        return bool(calls) and any(calls_clock(call, frame) for call in calls)
+        return bool(calls) and any(_calls_clock(call, frame) for call in calls)
 
     def _seed_calls_at(self, frame: FrameType, place: Place, keyword: str) -> tuple[ast.Call, ...]:
         """The calls a clock seed can be read from at ``frame``'s call: those written in its
@@ -169,7 +169,7 @@ class UserCode:
         if node is None:
             return place.clock_calls[frame.f_lineno]
         seed = seed_argument(node, keyword)
-        return () if seed is None else tuple(filter(may_be_clock, ast.walk(seed)))
+        return () if seed is None else tuple(filter(_may_be_clock, ast.walk(seed)))
 
 
 def _under(path: str, folder: str) -> bool:
@@ -191,7 +191,7 @@ def _source(filename: str) -> str:
 
 def clock_calls(source: str) -> dict[int, tuple[ast.Call, ...]]:
     """Where in ``source`` a seed can be read from a clock: line -> the calls that may be
-    clocks (:func:`may_be_clock`) written inside the arguments of a call that spans that
+    clocks (:func:`_may_be_clock`) written inside the arguments of a call that spans that
     line (``time.time()`` in ``random.seed(int(time.time()))``, on each of its lines).
 
     Lines without any are the fast path of a seeding call; whether a call is in the seed
@@ -208,14 +208,14 @@ def clock_calls(source: str) -> dict[int, tuple[ast.Call, ...]]:
             continue
         inner = dict.fromkeys(
             call for argument in (*node.args, *(keyword.value for keyword in node.keywords))
-            for call in ast.walk(argument) if may_be_clock(call))
+            for call in ast.walk(argument) if _may_be_clock(call))
         if inner:
             for line in range(node.lineno, (node.end_lineno or node.lineno) + 1):
                 found.setdefault(line, {}).update(inner)
     return {line: tuple(calls) for line, calls in found.items()}
 
 
-def may_be_clock(node: ast.AST) -> bool:
+def _may_be_clock(node: ast.AST) -> bool:
     """Whether ``node`` is a call that may read a clock: one without arguments
     (``time.time()``, ``date.today()``) or a ``now(...)`` (``datetime.now(timezone.utc)``)."""
     if not isinstance(node, ast.Call):
@@ -233,7 +233,7 @@ def seed_argument(call: ast.Call, keyword: str) -> ast.expr | None:
     return next((item.value for item in call.keywords if item.arg == keyword), None)
 
 
-def calls_clock(call: ast.Call, frame: FrameType) -> bool:
+def _calls_clock(call: ast.Call, frame: FrameType) -> bool:
     """Whether ``call`` calls a clock (:data:`TIME_CLOCKS`, :data:`DATE_CLOCKS`), by what
     its callee refers to in ``frame``: ``time.time``, ``t()`` after ``from time import time
     as t``, ``datetime.now`` on the class or an instance; a method of the user's own named
@@ -245,10 +245,10 @@ def calls_clock(call: ast.Call, frame: FrameType) -> bool:
         if not issubclass(type(owner), ModuleType):  # a class, or an instance of one
             kind = owner if issubclass(type(owner), type) else type(owner)
             return func.attr in DATE_CLOCKS and _is_date(kind)
-    return is_clock(resolve(func, frame))
+    return _is_clock(resolve(func, frame))
 
 
-def is_clock(function: object) -> bool:
+def _is_clock(function: object) -> bool:
     """Whether ``function`` is one of the clocks: a builtin of ``time``, or a class method
     of a date class bound to it (``datetime.now``)."""
     if type(function) is not BuiltinFunctionType:
