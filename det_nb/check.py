@@ -15,8 +15,10 @@ it is compared. The namespace ends as the last run left it.
 Verdict rules (shared with ``verify``): functions, classes and modules the cell defines
 are code, not results, and are neither compared nor listed (:func:`~det_nb.fingerprint.
 is_code`). "deterministic" means every value the cell produced or changed was compared and
-equal; where some value could not be compared the verdict is "not proven", naming each
-such value with its type and why.
+equal, and its runs drew no unseeded randomness; where some value could not be compared,
+or a run drew from OS entropy or seeded from a clock (det_nb's entropy audit), the verdict
+is "not proven", naming each such value with its type and why, and each such call: equal
+values from unseeded draws are luck (a coarse result, a draw that was not used), not proof.
 """
 
 from __future__ import annotations
@@ -88,15 +90,16 @@ class CheckReport:
     unchecked: tuple[Unchecked, ...] = ()
     error: str | None = None  # "run 2 of 3 raised ValueError: ..." when a run failed
     #: The runs' calls that drew from OS entropy or seeded from a clock (det_nb's entropy
-    #: audit), shown as the likely cause where runs differ.
+    #: audit): the likely cause where runs differ; where none differ, why it is not proven.
     unseeded: tuple[str, ...] = ()
 
     @property
     def deterministic(self) -> bool:
-        """True when every run finished, some value was compared, and every value the cell
-        produced or changed was compared and equal (nothing unchecked)."""
+        """True when every run finished, some value was compared, every value the cell
+        produced or changed was compared and equal (nothing unchecked), and no run drew
+        unseeded randomness."""
         return (self.error is None and bool(self.compared) and not self.differing
-                and not self.unchecked)
+                and not self.unchecked and not self.unseeded)
 
     def headline(self) -> str:
         """The verdict, in one line."""
@@ -105,10 +108,16 @@ class CheckReport:
             return f"det_check stopped: {self.error}"
         if self.differing:
             return f"NOT deterministic across {runs} runs"
+        reasons = []
         if self.unchecked:
             count = len(self.unchecked)
-            values = "1 value" if count == 1 else f"{count} values"
-            return f"not proven across {runs} runs: {values} could not be compared"
+            reasons.append(f"{'1 value' if count == 1 else f'{count} values'} could not be "
+                           "compared")
+        if self.unseeded:
+            reasons.append("the cell drew unseeded randomness (OS entropy or a seed from a "
+                           "clock)")
+        if reasons:
+            return f"not proven across {runs} runs: {'; '.join(reasons)}"
         if not self.compared:
             return f"nothing to compare across {runs} runs: the cell assigned or changed no names"
         return f"deterministic across {runs} runs"
@@ -120,9 +129,8 @@ class CheckReport:
         equal = [f"{c.name}: {c.summary}" for c in self.compared if c.name not in differing]
         yield ("equal" if differing else "compared"), equal
         yield "could not be compared", [f"{u.name}: {u.reason}" for u in self.unchecked]
-        if self.differing or self.unchecked:
-            yield ("likely cause, unseeded randomness (det_nb's entropy audit)",
-                   list(self.unseeded))
+        yield (("likely cause, " if self.differing else "") + "unseeded randomness (det_nb's "
+               "entropy audit)", list(self.unseeded))
 
     def text(self) -> str:
         """Plain text; free of addresses, times and paths, so notebook tests can compare it."""

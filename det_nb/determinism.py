@@ -153,22 +153,36 @@ def torch_determinism_check(torch: ModuleType, ran: dict[str, int], raised: list
                             listing: bool) -> Check:
     """Whether torch uses deterministic algorithms, strict or in warn mode, and what ran.
 
-    ``ran``: ops without a deterministic kernel that ran in warn mode, with their counts;
-    ``raised``: those that raised in strict mode (both since the latest seeding);
-    ``listing``: whether det_nb is counting them (it is in its own warn mode).
+    ``ran``: ops without a deterministic kernel that ran in warn mode, with their counts,
+    since the kernel started or its latest hard ``%reset`` (values computed with them stay
+    in the kernel whatever the mode is now); ``raised``: those that raised in strict mode
+    since the latest seeding; ``listing``: whether det_nb is counting them (it is in its
+    own warn mode).
     """
     name = "torch deterministic algorithms"
-    if not torch.are_deterministic_algorithms_enabled():
-        return Check(name, "off", "off: some CUDA kernels are non-deterministic",
-                     "%det_seed SEED --deterministic-ops")
-    if torch.cuda.is_available() and os.environ.get(CUBLAS_ENV) not in (CUBLAS_DETERMINISTIC,
-                                                                         ":16:8"):
+    enabled = torch.are_deterministic_algorithms_enabled()
+    if enabled and torch.cuda.is_available() and os.environ.get(CUBLAS_ENV) not in (
+            CUBLAS_DETERMINISTIC, ":16:8"):
         return Check(
             name, "warn",
             f"on, but {CUBLAS_ENV} was not set before CUDA started: cuBLAS calls will raise",
             f"restart the kernel with {CUBLAS_ENV}={CUBLAS_DETERMINISTIC} in its environment",
         )
-    if not torch.is_deterministic_algorithms_warn_only_enabled():
+    warn_only = enabled and torch.is_deterministic_algorithms_warn_only_enabled()
+    if ran:
+        mode = "on (warn mode)" if warn_only else "on (strict) now" if enabled else "off now"
+        return Check(
+            name, "warn",
+            f"{mode}: ops without a deterministic kernel ran in warn mode in this kernel (since "
+            "it started or its latest hard %reset), so values computed with them can differ "
+            f"run to run: {nondeterministic_ops.describe(ran)}",
+            f"{nondeterministic_ops.replacements(list(ran))}, then %reset -f (or restart the "
+            "kernel) and run the cells again; or accept it (the run stays NOT reproducible)",
+        )
+    if not enabled:
+        return Check(name, "off", "off: some CUDA kernels are non-deterministic",
+                     "%det_seed SEED --deterministic-ops")
+    if not warn_only:
         if raised:
             return Check(
                 name, "warn",
@@ -186,16 +200,8 @@ def torch_determinism_check(torch: ModuleType, ran: dict[str, int], raised: list
             "%det_seed SEED --deterministic-ops=warn (lists them) or --deterministic-ops "
             "(they raise)",
         )
-    if not ran:
-        return Check(name, "ok", "on (warn mode): ops without a deterministic kernel run and "
-                     "are listed here; none ran since the latest seeding")
-    return Check(
-        name, "warn",
-        "on (warn mode): ops without a deterministic kernel ran since the latest seeding, so "
-        f"results can differ run to run: {nondeterministic_ops.describe(ran)}",
-        f"{nondeterministic_ops.replacements(list(ran))}; or accept it (the run stays NOT "
-        "reproducible)",
-    )
+    return Check(name, "ok", "on (warn mode): ops without a deterministic kernel run and are "
+                 "listed here; none ran since the kernel started or its latest hard %reset")
 
 
 def cudnn_check(torch: ModuleType) -> Check:

@@ -11,6 +11,11 @@ the first of each op is shown, the rest only counted. The function is
 ``warnings._showwarnmsg`` (private, guarded), not ``warnings.showwarning``:
 ``catch_warnings(record=True)`` (pytest, some libraries) swaps the public one out.
 
+The ops that ran stay listed across every re-seeding, as the entropy audit's records do:
+values computed with them are still in the kernel. A hard ``%reset`` forgets them (the
+audit's wrapper of ``shell.reset`` calls :func:`reset`), and so does a restart. An op that
+raised in strict mode stopped a cell of the current run: a new seeding forgets it.
+
 Nothing here imports torch; the state is the process's, as warnings are.
 """
 
@@ -40,9 +45,9 @@ _REPLACEMENTS = (
 )
 _ANY_OP = "replace it by an op with a deterministic kernel, or run it on the CPU"
 
-_ran: Counter[str] = Counter()  # op -> calls in warn mode since the latest reset
-_raised: list[str] = []  # ops that raised in strict mode since the latest reset
-_shown: set[str] = set()  # ops whose first warning was shown
+_ran: Counter[str] = Counter()  # op -> calls in warn mode since the latest hard reset
+_raised: list[str] = []  # ops that raised in strict mode since the latest seeding
+_shown: set[str] = set()  # ops whose first warning was shown (listed in _ran)
 _previous: Callable[[Any], None] | None = None  # what showed warnings before det_nb
 _counting = False
 
@@ -87,10 +92,17 @@ def counting() -> bool:
 
 
 def reset() -> None:
-    """Forget what ran and raised (a new seeding starts a new run)."""
+    """Forget what ran and raised: what a hard ``%reset`` does, as the values computed with
+    those ops are gone then (an op that runs again is shown again)."""
     _ran.clear()
     _raised.clear()
     _shown.clear()
+
+
+def forget_raised() -> None:
+    """A new seeding starts a new run: forget the ops that raised in strict mode (they
+    stopped a cell of the last one). The ops that ran stay listed."""
+    _raised.clear()
 
 
 def _show(message: Any) -> None:
@@ -121,12 +133,13 @@ def note_error(error: BaseException | None) -> str | None:
 
 
 def ran() -> dict[str, int]:
-    """Ops that ran in warn mode since the latest reset, with their counts, first first."""
+    """Ops that ran in warn mode since the kernel started or its latest hard ``%reset``,
+    with their counts, first first."""
     return dict(_ran)
 
 
 def raised() -> list[str]:
-    """Ops that raised in strict mode since the latest reset, in order."""
+    """Ops that raised in strict mode since the latest seeding, in order."""
     return list(_raised)
 
 

@@ -365,15 +365,30 @@ def dask_setup(worker: Any) -> None:
 
 
 def _lineage_mismatch(expected: Lineage, record: dict[str, Any] | None) -> str | None:
-    """Why the kernel's lineage is not the trial's (e.g. a ``--scheme`` on the notebook's
-    own ``%det_seed`` line, which stands), or None when it is."""
+    """Why the kernel's lineage is not the trial's, and the fix; None when it is.
+
+    The trial's seed, trial and scheme replace those of the notebook's ``%det_seed`` lines,
+    and a notebook without one is seeded before its first cell; so a kernel that ran with
+    another seed or trial was seeded by the notebook itself (``det_nb.seed(...)``,
+    ``run_line_magic``), and one with the trial's seed and trial under another scheme had
+    only the scheme set by the notebook.
+    """
     ran = (record or {}).get("lineage")
     if ran is None:
         return "det_nb was not seeded in the kernel: the trial's lineage was not in force"
     if ran["trial_seed"] == expected.trial_seed and ran["scheme"] == expected.scheme:
         return None
-    return (f"the notebook ran with scheme {ran['scheme']} (trial seed {ran['trial_seed']}), "
-            f"not {expected.scheme}: run the trials with --scheme {ran['scheme']}")
+    if (ran["experiment_seed"], ran["trial"]) == (expected.experiment_seed, expected.trial):
+        return (f"the notebook ran with scheme {ran['scheme']} (trial seed "
+                f"{ran['trial_seed']}), not {expected.scheme}: run the trials with --scheme "
+                f"{ran['scheme']}")
+    origin = ran.get("experiment_seed_origin", "given")
+    return (f"the notebook seeds det_nb itself: it ran with experiment seed "
+            f"{ran['experiment_seed']}{'' if origin == 'given' else f' ({origin})'} -> trial "
+            f"{'none' if ran['trial'] is None else ran['trial']} -> trial seed "
+            f"{ran['trial_seed']} [{ran['scheme']}], not this trial's {expected.summary()}: "
+            "seed it with a %det_seed line, which trials rewrites with each trial's seed and "
+            "trial, instead of det_nb.seed(...) or run_line_magic('det_seed', ...)")
 
 
 @contextlib.contextmanager

@@ -258,6 +258,28 @@ def test_objects_used_but_not_fingerprintable_make_it_not_proven(ipy: Interactiv
     assert report.headline() == "not proven across 2 runs: 1 value could not be compared"
 
 
+def test_unseeded_draws_make_equal_runs_not_proven(ipy: InteractiveShell) -> None:
+    from det_nb import entropy_audit
+
+    entropy_audit.install(ipy)  # as %load_ext and %det_seed do (an earlier test may unload)
+    entropy_audit.activate()
+    report = check(ipy, "import uuid\nversion = uuid.uuid4().version\nflag = True")
+    assert (report.differing, report.unchecked) == ((), ())
+    assert not report.deterministic
+    assert report.headline() == (
+        "not proven across 2 runs: the cell drew unseeded randomness (OS entropy or a seed "
+        "from a clock)")
+    [drawn] = report.unseeded
+    assert drawn.endswith(": uuid.uuid4(), 2 times")
+    assert report.text().splitlines()[-2:] == [
+        "unseeded randomness (det_nb's entropy audit):", f"  {drawn}"]
+    assert 'color: #b35900">not proven' in report.html()
+    both = check(ipy, "import os, threading\nn = len(os.urandom(2))\nguard = threading.Lock()")
+    assert both.headline() == (
+        "not proven across 2 runs: 1 value could not be compared; the cell drew unseeded "
+        "randomness (OS entropy or a seed from a clock)")
+
+
 def test_report_renders_text_html_and_mimebundle(ipy: InteractiveShell) -> None:
     from det_nb import entropy_audit
 

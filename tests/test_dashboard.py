@@ -206,8 +206,9 @@ def test_warn_mode_is_a_choice_and_the_ops_that_ran_are_listed_with_counts(dashb
                "are listed)" in text
         assert text.splitlines()[0].startswith("NOT reproducible: ")
         assert ("[warn] torch deterministic algorithms: on (warn mode): ops without a "
-                "deterministic kernel ran since the latest seeding, so results can differ run "
-                "to run: put_ 3 times") in text
+                "deterministic kernel ran in warn mode in this kernel (since it started or its "
+                "latest hard %reset), so values computed with them can differ run to run: "
+                "put_ 3 times") in text
         assert "put_ 3 times" in dashboard.status_view.value
     finally:
         dashboard.deterministic_ops.value = False

@@ -37,6 +37,30 @@ def test_det_check_names_the_unseeded_call_as_the_likely_cause(shell, capsys) ->
     assert "likely cause" not in capsys.readouterr().out  # a seeded id: nothing to name
 
 
+@pytest.mark.parametrize(("cell", "call", "values"), [
+    ("import os\nsize = len(os.urandom(4))", "os.urandom(4)", ["size: int"]),
+    ("import random, time\nrandom.seed(int(time.time()))\nlabel = 'run'",
+     "random.seed(int(time.time())) seeds from the clock", ["label: str (len 3)"]),
+])
+def test_equal_values_after_unseeded_draws_are_not_proven(shell, capsys, cell, call,
+                                                           values) -> None:
+    """Every compared value equal, but a run drew OS entropy or seeded from a clock (the
+    audit's records of the runs): luck, not proof; the calls are listed."""
+    shell.run_line_magic("det_seed", "42 --quiet")
+    capsys.readouterr()
+    number = shell.execution_count
+    result = shell.run_cell(f"%%det_check\n{cell}", store_history=True)
+    assert result.success
+    assert capsys.readouterr().out.splitlines() == [
+        "not proven across 2 runs: the cell drew unseeded randomness (OS entropy or a seed "
+        "from a clock)",
+        "compared:",
+        *(f"  {value}" for value in values),
+        "unseeded randomness (det_nb's entropy audit):",
+        f"  cell {number}, line 3: {call}, 2 times",  # the line under %%det_check
+    ]
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ("--runs 1", "--runs must be an integer in [2, 1000], got '1'"),
     ("--runs x", "--runs must be an integer in [2, 1000], got 'x'"),

@@ -1,9 +1,11 @@
 """The entropy audit outside a kernel: at ``%load_ext`` and ``det_nb.seed()`` in fresh
-processes, in IPython's shell, in the run record, and its pure parts (clock lines, one-line
-rendering, argument checks). The real-kernel behaviour is in test_entropy_kernel.py."""
+processes, in IPython's shell, in the run record, and its pure parts (calls a seed could
+read a clock in, one-line rendering, argument checks). The real-kernel behaviour is in
+test_entropy_kernel.py."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 
 from det_nb import entropy_audit
 from det_nb import run_record as record
-from det_nb.entropy_audit.user_code import clock_lines
+from det_nb.entropy_audit.user_code import clock_calls
 from det_nb.session import Session
 
 HELPERS = "import numpy as np\n\n\ndef noise():\n    return np.random.default_rng().random(2)\n"
@@ -26,25 +28,29 @@ HELPERS = "import numpy as np\n\n\ndef noise():\n    return np.random.default_rn
 
 # -- pure parts ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("source", "lines"), [
-    ("random.seed(int(time.time()))", {1}),
-    ("random.seed(\n    int(time.time()))\nx = 1", {1, 2}),
-    ("s = time.time_ns() % 2**32; np.random.seed(s)", {1}),
-    ("from time import perf_counter\nrng = default_rng(int(perf_counter() * 1e6))", {2}),
-    ("key = jax.random.key(int(datetime.now().timestamp()))", {1}),
-    ("d = date.today()", {1}),
-    ("random.seed(42)\nx = 'time.time()'  # time.time()", set()),
-    ("rng = np.random.default_rng(42)", set()),
-    ("def f(:\n  time.time()", set()),  # does not parse: nothing
+@pytest.mark.parametrize(("source", "calls"), [
+    ("random.seed(int(time.time()))", {1: ["time.time()"]}),
+    ("random.seed(\n    int(time.time()))\nx = 1", {1: ["time.time()"], 2: ["time.time()"]}),
+    ("key = jax.random.key(int(datetime.now(timezone.utc).timestamp()))",
+     {1: ["datetime.now(timezone.utc).timestamp()", "datetime.now(timezone.utc)"]}),
+    ("random.seed(42); t0 = time.time()", {}),
+    ("s = time.time_ns() % 2**32; np.random.seed(s)", {}),
+    ("d = dict(rng=default_rng(0),\n         t=time.time())", {1: ["time.time()"],
+                                                              2: ["time.time()"]}),
+    ("rngs.append(np.random.default_rng(seed))\nx = len(str(1))", {}),  # calls with arguments
+    ("random.seed(42)\nx = 'time.time()'  # time.time()", {}),
+    ("def f(:\n  time.time()", {}),  # does not parse: nothing
 ])
-def test_clock_lines_are_the_lines_a_seed_would_take_a_clock_on(source, lines) -> None:
-    assert clock_lines(source) == lines
+def test_clock_calls_are_the_calls_a_seed_could_read_a_clock_from(source, calls) -> None:
+    assert {line: [ast.unparse(call) for call in found]
+            for line, found in clock_calls(source).items()} == calls
 
 
 @given(st.text(alphabet=st.sampled_from(list("time.()_ns\n now= x#'\"+1")), max_size=80))
-def test_clock_lines_takes_any_text_and_names_only_its_lines(source: str) -> None:
-    lines = clock_lines(source)
-    assert all(1 <= line <= source.count("\n") + 1 for line in lines)
+def test_clock_calls_takes_any_text_and_names_only_its_lines(source: str) -> None:
+    found = clock_calls(source)
+    assert all(1 <= line <= source.count("\n") + 1 for line in found)
+    assert all(isinstance(call, ast.Call) for calls in found.values() for call in calls)
 
 
 def _record(**fields) -> dict:
@@ -147,11 +153,12 @@ def test_unload_puts_every_entry_point_back_and_reload_watches_again() -> None:
     assert result["after reload"] == [1, 3]
 
 
-def _run_script(folder: Path, source: str) -> dict:
-    """Run ``source`` as ``folder/script.py`` (cwd ``folder``); the JSON it printed last."""
+def _run_script(folder: Path, source: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``source`` as ``folder/script.py`` (cwd ``folder``, ``env`` added to the
+    environment); the JSON it printed last."""
     (folder / "script.py").write_text(textwrap.dedent(source))
     done = subprocess.run([sys.executable, "script.py"], cwd=folder, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **QUIET_TF})
+                          text=True, timeout=300, env={**os.environ, **QUIET_TF, **(env or {})})
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -203,6 +210,22 @@ def test_a_script_that_seeds_its_own_generators_stays_reproducible(tmp_path) -> 
     assert result["verdict"].startswith("reproducible on this machine: "), result["verdict"]
 
 
+def test_without_columns_a_clock_in_a_calls_arguments_on_the_line_is_a_clock_seed(
+        tmp_path) -> None:
+    """Under ``-X no_debug_ranges`` the seeding call's own expression is unknown: a clock
+    called inside any call's arguments on its line counts, one beside it does not."""
+    result = _run_script(tmp_path, """\
+        import json, random, time
+        import det_nb
+        det_nb.seed(42)
+        random.seed(int(time.time()))
+        random.seed(42); t0 = time.time()
+        from det_nb import entropy_audit
+        print(json.dumps([[r["line"], r["call"], r["kind"]] for r in entropy_audit.records()]))
+    """, env={"PYTHONNODEBUGRANGES": "1"})
+    assert result == [[4, "random seed", "clock seed"]]  # the entry point, not the call
+
+
 # -- in IPython's shell -------------------------------------------------------------------
 
 def test_terminal_cells_are_named_by_execution_count(shell) -> None:
@@ -247,6 +270,64 @@ def test_the_status_lists_ten_records_and_groups_their_fixes(shell) -> None:
         f"{lines}: use uuid.UUID(int=random.getrandbits(128), version=4) (det_nb seeds "
         "random); 2 more in det_nb.entropy_audit.records(); then %reset -f (or restart the "
         "kernel) and run the cells again")
+
+
+# Seeds read from a clock: the clock is called inside the seed argument of the seeding call,
+# and is a clock by what its name refers to (cell source, the line of the seeding call).
+CLOCK_SEEDS = {
+    "random.seed(int(time.time()))": ("import random, time\nrandom.seed(int(time.time()))", 2),
+    "default_rng(time.time_ns())": ("import numpy as np, time\n"
+                                    "rng = np.random.default_rng(time.time_ns())", 2),
+    "a keyword seed": ("import numpy as np, time\n"
+                       "rng = np.random.default_rng(seed=time.monotonic_ns())", 2),
+    "a seed argument over two lines": ("import numpy as np\nfrom datetime import datetime\n"
+                                       "rng = np.random.default_rng(\n"
+                                       "    int(datetime.now().timestamp()))", 3),
+    "torch.manual_seed(int(datetime.now().timestamp()))": (
+        "import torch\nfrom datetime import datetime\n"
+        "torch.manual_seed(int(datetime.now().timestamp()))", 3),
+    "a clock under a name of the user's": ("import random\n"
+                                           "from time import perf_counter_ns as ticks\n"
+                                           "random.seed(ticks())", 3),
+    "datetime.datetime.now through its module": (
+        "import datetime, random\nr = random.Random(datetime.datetime.now().microsecond)", 2),
+    "datetime.now(timezone.utc)": ("import random\nfrom datetime import datetime, timezone\n"
+                                   "random.seed(datetime.now(timezone.utc).microsecond)", 3),
+    "date.today": ("import numpy as np\nfrom datetime import date\n"
+                   "rng = np.random.default_rng(date.today().toordinal())", 3),
+}
+# A clock on the line, in the statement or in the call, but not in the seed; or a call named
+# like a clock that is the user's own.
+NOT_CLOCK_SEEDS = {
+    "random.seed(42); t0 = time.time()": "import random, time\nrandom.seed(42); t0 = time.time()",
+    "torch.manual_seed(0); t1 = time.perf_counter()": (
+        "import torch, time\ntorch.manual_seed(0); t1 = time.perf_counter()"),
+    "a generator and a start time in one call": (
+        "import numpy as np, time\nresults = dict(rng=np.random.default_rng(0),\n"
+        "               started=time.time())"),
+    "a method of the user's own called now": (
+        "import numpy as np\nclass Stamp:\n    def now(self):\n        return 7\n"
+        "stamp = Stamp()\nrng = np.random.default_rng(stamp.now())"),
+    "a function of the user's own called time": (
+        "import random\ndef time():\n    return 3\nrandom.seed(time())"),
+}
+
+
+@pytest.mark.parametrize("case", CLOCK_SEEDS)
+def test_a_clock_called_in_the_seed_argument_is_a_clock_seed(shell, case) -> None:
+    source, line = CLOCK_SEEDS[case]
+    shell.run_line_magic("det_seed", "42 --quiet")
+    cell = shell.execution_count
+    assert shell.run_cell(source, store_history=True).success
+    [found] = entropy_audit.records()
+    assert (found["cell"], found["line"], found["kind"]) == (cell, line, entropy_audit.CLOCK)
+
+
+@pytest.mark.parametrize("case", NOT_CLOCK_SEEDS)
+def test_a_clock_outside_the_seed_argument_is_no_clock_seed(shell, case) -> None:
+    shell.run_line_magic("det_seed", "42 --quiet")
+    assert shell.run_cell(NOT_CLOCK_SEEDS[case], store_history=True).success
+    assert entropy_audit.records() == []
 
 
 # -- the run record -----------------------------------------------------------------------

@@ -136,7 +136,7 @@ UNSEEDED = {
     "a module in the notebook's folder": ("import helpers\nx = helpers.noise()", 6,
                                           "np.random.default_rng()"),
 }
-# Seeds computed from a clock on the line that passes them.
+# Seeds computed from a clock inside the seed argument of the call that takes them.
 CLOCK_SEEDED = {
     "random.seed": ("import random, time\nrandom.seed(int(time.time()))", 2,
                     "random.seed(int(time.time()))"),
@@ -150,11 +150,15 @@ CLOCK_SEEDED = {
                                    "np.random.default_rng( int(datetime.now().timestamp()))"),
     "RandomState": ("import numpy as np, time\nrs = np.random.RandomState(int(time.time()))",
                     2, "np.random.RandomState(int(time.time()))"),
-    "a seed named on the same line": ("import numpy as np, time\n"
-                                      "s = time.time_ns() % 2**32; np.random.seed(s)", 2,
-                                      "np.random.seed(s)"),
+    "default_rng(time.time_ns())": ("import numpy as np, time\n"
+                                    "rng = np.random.default_rng(time.time_ns())", 2,
+                                    "np.random.default_rng(time.time_ns())"),
     "torch.manual_seed": ("import torch, time\ntorch.manual_seed(int(time.time()))", 2,
                           "torch.manual_seed(int(time.time()))"),
+    "torch.manual_seed from datetime.now()": (
+        "import torch\nfrom datetime import datetime\n"
+        "torch.manual_seed(int(datetime.now().timestamp()))", 3,
+        "torch.manual_seed(int(datetime.now().timestamp()))"),
     "tf.random.set_seed": ("import tensorflow as tf, time\ntf.random.set_seed(int(time.time()))",
                            2, "tf.random.set_seed(int(time.time()))"),
     "tf Generator.from_seed": ("import tensorflow as tf, time\n"
@@ -185,6 +189,16 @@ SEEDED = {
     "keras": "import keras\nsg = keras.random.SeedGenerator(5)\nkeras.utils.set_random_seed(5)\n"
              "layer = keras.layers.Dropout(0.5)",
     "jax": "import jax, det_nb\nkey = jax.random.key(5)\nmine = det_nb.jax_key()",
+    # A clock beside the seed, not in it; a method of the user's own named like a clock.
+    "random.seed(42); t0 = time.time()": "import random, time\nrandom.seed(42); t0 = time.time()",
+    "torch.manual_seed(0); t1 = time.perf_counter()":
+        "import torch, time\ntorch.manual_seed(0); t1 = time.perf_counter()",
+    "a generator and a start time in one call":
+        "import numpy as np, time\nresults = dict(rng=np.random.default_rng(0),\n"
+        "               started=time.time())",
+    "a method of the user's own called now":
+        "import numpy as np\nclass Stamp:\n    def now(self):\n        return 7\n"
+        "stamp = Stamp()\nrng = np.random.default_rng(stamp.now())",
 }
 
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import prng_states, run_python, start_python
 
 import det_nb
-from det_nb import nondeterministic_ops
+from det_nb import entropy_audit, nondeterministic_ops
 from det_nb.session import get_session
 
 torch = pytest.importorskip("torch")
@@ -26,6 +26,10 @@ PUT = "t.put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))"
 POOL_FIX = ("replace nn.AdaptiveAvgPool2d by a fixed nn.AvgPool2d, or for a 1x1 output by "
             "x.mean(dim=(2, 3), keepdim=True)")
 ANY_FIX = "replace it by an op with a deterministic kernel, or run it on the CPU"
+RAN = ("ops without a deterministic kernel ran in warn mode in this kernel (since it started or "
+       "its latest hard %reset), so values computed with them can differ run to run")
+THEN = ("then %reset -f (or restart the kernel) and run the cells again; or accept it (the run "
+        "stays NOT reproducible)")
 
 
 def test_warn_mode_runs_counts_every_call_shows_each_op_once_and_breaks_the_verdict() -> None:
@@ -51,12 +55,8 @@ def test_warn_mode_runs_counts_every_call_shows_each_op_once_and_breaks_the_verd
     assert result["flags"] == [True, True]
     assert result["t"] == [2.0, 0.0, 0.0]  # the op ran
     assert result["check"] == [
-        "warn",
-        "on (warn mode): ops without a deterministic kernel ran since the latest seeding, so "
-        f"results can differ run to run: put_ 5 times, {POOL} 2 times",
-        f"for put_: {ANY_FIX}; for {POOL}: {POOL_FIX}; or accept it (the run stays NOT "
-        "reproducible)",
-        False,
+        "warn", f"on (warn mode): {RAN}: put_ 5 times, {POOL} 2 times",
+        f"for put_: {ANY_FIX}; for {POOL}: {POOL_FIX}, {THEN}", False,
     ]
     assert result["verdict"].startswith("NOT reproducible: ")
     assert result["record"] == {"ran": {"put_": 5, POOL: 2}, "raised": []}
@@ -72,15 +72,17 @@ def test_warn_mode_shows_the_first_warning_of_each_op_only() -> None:
         for _ in range(4):
             {PUT}
             alert_not_deterministic("{POOL}")
-        det_nb.seed(42, deterministic_ops="warn")  # a new run: shown again
+        det_nb.seed(7, deterministic_ops="warn")  # re-seeding keeps the list: not shown again
         {PUT}
+        print(det_nb.record()["nondeterministic_ops"]["ran"])
     """
     process = start_python(code)
-    _, err = process.communicate(timeout=300)
+    out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err[-2000:]
     warned = [line for line in err.splitlines() if "does not have a deterministic" in line]
     assert [line.split("UserWarning: ")[1].split(" does not")[0] for line in warned] == [
-        "put_", POOL, "put_"]
+        "put_", POOL]
+    assert out.strip() == str({"put_": 5, POOL: 4})
 
 
 def test_strict_mode_raises_and_the_status_names_the_op_and_both_ways_out(shell) -> None:
@@ -106,7 +108,7 @@ def test_strict_mode_raises_and_the_status_names_the_op_and_both_ways_out(shell)
         check = det_nb.status().check("torch deterministic algorithms")
         assert (check.state, check.detail) == (
             "ok", "on (warn mode): ops without a deterministic kernel run and are listed here; "
-            "none ran since the latest seeding")
+            "none ran since the kernel started or its latest hard %reset")
     finally:
         shell.run_line_magic("det_seed", "42 --quiet")
     assert not torch.are_deterministic_algorithms_enabled()
@@ -131,7 +133,11 @@ def test_a_pool_backward_that_raised_gets_the_layer_to_replace() -> None:
         session.seed(42)
 
 
-def test_per_cell_seeding_and_reseeding_keep_the_list_a_new_seeding_clears_it(shell) -> None:
+def test_every_reseeding_keeps_the_list_and_a_hard_reset_clears_it(shell) -> None:
+    """Values computed with those ops stay in the namespace whatever is seeded next (as the
+    entropy audit's records do); a hard %reset empties it, and forgets them."""
+    entropy_audit.install(shell)  # its wrapper of shell.reset (an earlier test may unload)
+    assert not hasattr(shell.reset.__wrapped__, "__wrapped__")  # one wrapper, the audit's
     shell.run_line_magic("det_seed", "42 --deterministic-ops=warn --per-cell --quiet")
     try:
         with pytest.warns(UserWarning, match=r"^put_ does not have a deterministic") as shown:
@@ -139,10 +145,24 @@ def test_per_cell_seeding_and_reseeding_keep_the_list_a_new_seeding_clears_it(sh
             assert shell.run_cell(f"{PUT}\n{PUT}").success
         assert len(shown) == 1  # counted three times, shown once
         det_nb.reseed()
+        shell.run_line_magic("det_seed", "7 --deterministic-ops=warn --quiet")
         assert nondeterministic_ops.ran() == {"put_": 3}
-        assert "put_ 3 times" in det_nb.status().check("torch deterministic algorithms").detail
-        shell.run_line_magic("det_seed", "42 --deterministic-ops=warn --quiet")
+        shell.run_line_magic("det_seed", "42 --quiet")  # warn mode off; t is still there
+        report = det_nb.status()
+        check = report.check("torch deterministic algorithms")
+        assert (check.state, check.detail, check.fix) == (
+            "warn", f"off now: {RAN}: put_ 3 times", f"for put_: {ANY_FIX}, {THEN}")
+        assert report.verdict().startswith("NOT reproducible: ")
+        assert det_nb.record()["nondeterministic_ops"] == {"ran": {"put_": 3}, "raised": []}
+        shell.run_line_magic("reset", "-s -f")  # a soft reset: the user's names only
+        assert nondeterministic_ops.ran() == {"put_": 3}
+        shell.run_line_magic("reset", "-f")
         assert nondeterministic_ops.ran() == {}
+        assert det_nb.status().check("torch deterministic algorithms").state == "off"
+        shell.run_line_magic("det_seed", "42 --deterministic-ops=warn --quiet")
+        with pytest.warns(UserWarning, match=r"^put_ does not have a deterministic"):
+            assert shell.run_cell(f"import torch\nt = torch.zeros(3)\n{PUT}").success
+        assert nondeterministic_ops.ran() == {"put_": 1}  # shown and counted afresh
     finally:
         shell.run_line_magic("det_seed", "42 --quiet")
 

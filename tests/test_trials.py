@@ -1024,3 +1024,57 @@ def test_a_trial_interrupted_off_dask_kills_its_kernel_and_removes_its_files(
         assert left_behind(env) == []
     finally:
         stop(run)
+
+
+# A notebook that seeds det_nb itself keeps its own lineage whatever trial runs it.
+SELF_SEEDED = {
+    "det_nb.seed": "import det_nb\ndet_nb.seed(42)",
+    "run_line_magic": "%load_ext det_nb\nget_ipython().run_line_magic('det_seed', '42')",
+}
+SELF_SEEDED_FIX = (
+    "seed it with a %det_seed line, which trials rewrites with each trial's seed and trial, "
+    "instead of det_nb.seed(...) or run_line_magic('det_seed', ...)")
+
+
+@pytest.mark.parametrize("seeding", SELF_SEEDED)
+def test_a_notebook_that_seeds_its_own_lineage_is_told_to_use_a_det_seed_line(
+        tmp_path: Path, seeding: str) -> None:
+    notebook = write_notebook(tmp_path / "own.ipynb", SELF_SEEDED[seeding],
+                              "import random\nx = random.random()")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        result = run_trials(notebook, SEED, [3], executor=pool, collect=["x"])
+    [trial] = result.trials
+    assert trial.error == (
+        "the notebook seeds det_nb itself: it ran with experiment seed 42 -> trial none -> "
+        "trial seed 42 [seedsequence], not this trial's experiment seed 42 -> trial 3 -> "
+        f"trial seed {TRIAL_SEEDS[3]} [seedsequence]: {SELF_SEEDED_FIX}")
+    assert not result.ok
+
+
+def _ran(seed: int, trial: int | None, scheme: str, origin: str = "given") -> dict:
+    """A run record holding only the lineage the kernel ran with."""
+    lineage = Lineage(seed, trial, scheme, origin)
+    return {"lineage": {"experiment_seed": seed, "experiment_seed_origin": origin,
+                        "trial": trial, "scheme": scheme, "trial_seed": lineage.trial_seed}}
+
+
+@pytest.mark.parametrize(("record", "says"), [
+    (_ran(42, 3, "seedsequence"), None),
+    (None, "det_nb was not seeded in the kernel: the trial's lineage was not in force"),
+    (_ran(42, 3, "determined"), "the notebook ran with scheme determined (trial seed "
+                                "1572714583), not seedsequence: run the trials with --scheme "
+                                "determined"),
+    (_ran(7, 1, "determined"), "the notebook seeds det_nb itself: it ran with experiment seed "
+                               "7 -> trial 1 -> trial seed 1882953283 [determined], not this "
+                               "trial's experiment seed 42 -> trial 3 -> trial seed "
+                               f"{TRIAL_SEEDS[3]} [seedsequence]: {SELF_SEEDED_FIX}"),
+    (_ran(1796383807, None, "seedsequence", "assigned"),
+     "the notebook seeds det_nb itself: it ran with experiment seed 1796383807 (assigned) -> "
+     "trial none -> trial seed 1796383807 [seedsequence], not this trial's experiment seed 42 "
+     f"-> trial 3 -> trial seed {TRIAL_SEEDS[3]} [seedsequence]: {SELF_SEEDED_FIX}"),
+])
+def test_a_lineage_mismatch_names_its_cause_and_fix(record: dict | None, says: str | None
+                                                    ) -> None:
+    from det_nb.trials import _lineage_mismatch
+
+    assert _lineage_mismatch(Lineage(SEED, 3), record) == says

@@ -7,7 +7,9 @@ points as frameworks are imported (never importing one), and records a call when
 frame that made it is the notebook's: a cell, or a module in the notebook's folder. The
 status's "unseeded randomness" line lists the records with their fixes, and the verdict
 is NOT reproducible while any exists; a hard ``%reset`` (or a restart) clears them,
-re-seeding does not.
+re-seeding does not. The audit's wrapper of ``shell.reset`` is det_nb's only one: it also
+forgets the torch ops without a deterministic kernel that warn mode listed
+(:mod:`det_nb.nondeterministic_ops`), for the same reason.
 
 For reports (``%%det_check``, ``verify``), inside the kernel::
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from det_nb import nondeterministic_ops
 from det_nb.entropy_audit.audit import CHECK_NAME, CLOCK, OS_ENTROPY, EntropyAudit, describe
 from det_nb.entropy_audit.entry_points import FAMILIES
 from det_nb.status import Check
@@ -31,7 +34,8 @@ __all__ = [
     "records", "status_check", "uninstall",
 ]
 
-_AUDIT = EntropyAudit(FAMILIES)
+# Values computed by ops warn mode listed live in the namespace a hard %reset empties too.
+_AUDIT = EntropyAudit(FAMILIES, also_forget=(nondeterministic_ops.reset,))
 
 
 def install(shell: Any) -> None:
@@ -70,7 +74,7 @@ def mark() -> int:
 
 
 def clear() -> None:
-    """Forget every record (what a hard ``%reset`` does)."""
+    """What a hard ``%reset`` does: forget every record, and the torch ops warn mode listed."""
     _AUDIT.clear()
 
 

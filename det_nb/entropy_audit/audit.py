@@ -56,9 +56,9 @@ class Call:
         """The call's line and text (cached by the audit per code object and offset)."""
         return self.audit.user.call_site(self.frame)
 
-    def reads_clock(self) -> bool:
-        """Whether the calling line also calls a clock (a seed from the time)."""
-        return self.frame.f_lineno in self.place.clock_lines
+    def clock_seed(self, keyword: str) -> bool:
+        """Whether the call's seed (its first argument, or ``keyword``) is read from a clock."""
+        return self.audit.user.clock_seed(self.frame, self.place, keyword)
 
 
 #: An Entry, or a function judging a call: the Entry it makes, or None when it drew nothing.
@@ -75,8 +75,12 @@ class _Patch(NamedTuple):
 class EntropyAudit:
     """Watches the entropy entry points for calls made by the notebook's own code."""
 
-    def __init__(self, families: dict[str, Callable[[EntropyAudit, ModuleType], None]]) -> None:
+    def __init__(self, families: dict[str, Callable[[EntropyAudit, ModuleType], None]],
+                 also_forget: tuple[Callable[[], None], ...] = ()) -> None:
+        """``families``: module name -> the function that patches it (:mod:`.entry_points`);
+        ``also_forget``: what :meth:`clear` (a hard ``%reset``) forgets besides the records."""
         self.user = UserCode()
+        self._also_forget = also_forget
         self.watching = False
         #: Whether Python's global random was last seeded with a seed (for Keras).
         self.random_seeded = False
@@ -165,7 +169,8 @@ class EntropyAudit:
         """Recognise ``shell``'s cells and the modules in the current folder as the user's.
 
         A hard ``%reset`` empties the namespace the drawn values lived in: the shell's
-        ``reset`` is wrapped so that it clears the records too.
+        ``reset`` is wrapped so that it clears the records too (and ``also_forget``; one
+        wrapper for all of det_nb).
         """
         if self._attached and shell is self._shell:
             return
@@ -291,10 +296,12 @@ class EntropyAudit:
         return self._hits
 
     def clear(self) -> None:
-        """Forget every record (a hard ``%reset`` does this)."""
+        """Forget every record, and what ``also_forget`` holds (a hard ``%reset`` does this)."""
         with self._lock:
             self._records.clear()
             self._last.clear()
+        for forget in self._also_forget:
+            forget()
 
     def status_check(self) -> Check:
         """The "unseeded randomness" line: each record with its fix, ok, or off."""

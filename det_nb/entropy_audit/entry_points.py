@@ -15,11 +15,10 @@ from types import FrameType, ModuleType
 from typing import Any
 
 from det_nb.entropy_audit.audit import CLOCK, Call, EntropyAudit, Entry, Judge
-from det_nb.entropy_audit.user_code import callee_name
+from det_nb.entropy_audit.user_code import UNKNOWN, callee_name, resolve, seed_argument
 from det_nb.sources import keras as keras_source
 
 _UNSEEN = object()
-_UNKNOWN = object()
 _NO_NAMES = frozenset()
 
 _CLOCK_FIX = ("seed from det_nb, not the clock: det_nb.lineage().trial_seed, or "
@@ -47,18 +46,20 @@ def draws(audit: EntropyAudit, judge: Judge,
 
 def seeds(audit: EntropyAudit, entry: Entry, *,
           one_argument: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A maker of wrappers for seeding functions: record a seed taken on a line that reads a
-    clock. ``default_rng(seed)`` runs in tight loops: the fast path is one frame and one
-    dict lookup, and ``one_argument`` wraps a function of the seed alone without packing
-    arguments (``default_rng(seed=None)``), for about 0.2 µs a call."""
+    """A maker of wrappers for seeding functions (their seed is the first argument or
+    ``seed=``): record a seed read from a clock. ``default_rng(seed)`` runs in tight loops:
+    the fast path is one frame and one or two dict look-ups (a line without a call that may
+    be a clock inside a call's arguments cannot seed from one), and ``one_argument`` wraps a
+    function of the seed alone without packing arguments (``default_rng(seed=None)``), for
+    about 0.2 µs a call."""
     user, getframe = audit.user, sys._getframe
-    clock_lines = user.clock_lines
+    clock_calls = user.clock_calls
 
-    def note(frame: FrameType, lines: object) -> None:
-        """For the notebook's code with clock calls, or a file not seen before."""
+    def note(frame: FrameType, calls: object) -> None:
+        """For a line of the notebook's code with clock calls, or a file not seen before."""
         filename = frame.f_code.co_filename
-        place = user.place(filename) if lines is _UNSEEN else user.places[filename]
-        if place is not None and frame.f_lineno in place.clock_lines:
+        place = user.place(filename) if calls is _UNSEEN else user.places[filename]
+        if place is not None and user.clock_seed(frame, place, "seed"):
             audit.record(frame, place, entry)
 
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -67,17 +68,17 @@ def seeds(audit: EntropyAudit, entry: Entry, *,
             def wrapper(seed: Any = None) -> Any:
                 result = original(seed)
                 frame = getframe(1)
-                lines = clock_lines.get(frame.f_code.co_filename, _UNSEEN)
-                if lines:
-                    note(frame, lines)
+                calls = clock_calls.get(frame.f_code.co_filename, _UNSEEN)
+                if calls and (calls is _UNSEEN or frame.f_lineno in calls):
+                    note(frame, calls)
                 return result
         else:
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 result = original(*args, **kwargs)
                 frame = getframe(1)
-                lines = clock_lines.get(frame.f_code.co_filename, _UNSEEN)
-                if lines:
-                    note(frame, lines)
+                calls = clock_calls.get(frame.f_code.co_filename, _UNSEEN)
+                if calls and (calls is _UNSEEN or frame.f_lineno in calls):
+                    note(frame, calls)
                 return result
 
         return wrapper
@@ -94,32 +95,33 @@ _RANDOM_SEED = Entry("random.seed() without a seed",
 _RANDOM_CLOCK = Entry("random seed", _CLOCK_FIX, CLOCK)
 
 
-def _seed_argument(args: tuple, kwargs: dict, position: int, name: str) -> object:
+def _seed_value(args: tuple, kwargs: dict, position: int, name: str) -> object:
+    """The seed a wrapped call was given (at ``position``, or as ``name``), else None."""
     return args[position] if len(args) > position else kwargs.get(name)
 
 
 def _random(audit: EntropyAudit, random: ModuleType) -> None:
     """``random.Random()`` and ``SystemRandom()``, ``random.seed()``, and clock seeds to them."""
-    def seeded(call: Call, seed: object) -> Entry | None:
+    def seeded(call: Call, seed: object) -> Entry | None:  # seed(a=None, version=2)
         if seed is None:
             return _RANDOM_SEED
-        return _RANDOM_CLOCK if call.reads_clock() else None
+        return _RANDOM_CLOCK if call.clock_seed("a") else None
 
     def init(call: Call) -> Entry | None:  # Random.__init__(self, x=None)
         if isinstance(call.args[0], random.SystemRandom):
             return _SYSTEM_RANDOM
-        seed = _seed_argument(call.args, call.kwargs, 1, "x")
+        seed = _seed_value(call.args, call.kwargs, 1, "x")
         if seed is None:
             # Unpickling (C code) makes a Random() and then restores its state.
             return None if callee_name(call.site) in ("load", "loads") else _RANDOM
-        return _RANDOM_CLOCK if call.reads_clock() else None
+        return _RANDOM_CLOCK if call.clock_seed("x") else None
 
     def global_seed(original: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:  # random.seed(a=None, version=2)
             result = original(*args, **kwargs)
             # Keras's default seeds come from this stream: repeatable once seeded.
-            audit.random_seeded = _seed_argument(args, kwargs, 0, "a") is not None
-            audit.judge(lambda call: seeded(call, _seed_argument(args, kwargs, 0, "a")),
+            audit.random_seeded = _seed_value(args, kwargs, 0, "a") is not None
+            audit.judge(lambda call: seeded(call, _seed_value(args, kwargs, 0, "a")),
                         _NO_NAMES, args, kwargs)
             return result
 
@@ -127,7 +129,7 @@ def _random(audit: EntropyAudit, random: ModuleType) -> None:
 
     audit.patch(random.Random, "__init__", draws(audit, init))
     audit.patch(random.Random, "seed", draws(
-        audit, lambda call: seeded(call, _seed_argument(call.args, call.kwargs, 1, "a"))))
+        audit, lambda call: seeded(call, _seed_value(call.args, call.kwargs, 1, "a"))))
     audit.patch(random, "seed", global_seed)
 
 
@@ -169,16 +171,15 @@ def _numpy(audit: EntropyAudit, numpy_random: ModuleType) -> None:
     def judge(call: Call) -> Entry | None:
         node = call.site.node
         name = callee_name(call.site)
-        callee = _UNKNOWN if node is None else _resolve(node.func, call.frame)
+        callee = UNKNOWN if node is None else resolve(node.func, call.frame)
         if name == "jumped" or getattr(callee, "__name__", None) == "jumped":
             return None  # a copy of a seeded state, made through an unseeded one
         if node is not None and (name == "RandomState" or callee is random_state):
             # RandomState(seed) makes an unseeded MT19937, then seeds it the legacy way.
-            seed = node.args[0] if node.args else next(
-                (k.value for k in node.keywords if k.arg == "seed"), None)
+            seed = seed_argument(node, "seed")
             if seed is not None and not _is_none(seed, call.frame):
                 return Entry("np.random.RandomState seed", _CLOCK_FIX, CLOCK) if (
-                    call.reads_clock()) else None
+                    call.clock_seed("seed")) else None
         return _NUMPY_SEED if name == "seed" else _NUMPY
 
     bit_generator = sys.modules.get("numpy.random.bit_generator")
@@ -189,28 +190,11 @@ def _numpy(audit: EntropyAudit, numpy_random: ModuleType) -> None:
         "np.random.default_rng", _NUMPY_FIX, CLOCK), one_argument=True))
 
 
-def _resolve(node: ast.expr, frame: FrameType) -> object:
-    """The object a name or a module attribute in ``frame`` stands for, else _UNKNOWN.
-
-    Only dictionary look-ups and module attributes: nothing of the user's runs.
-    """
-    if isinstance(node, ast.Name):
-        for space in (frame.f_locals, frame.f_globals, frame.f_builtins):
-            if node.id in space:
-                return space[node.id]
-        return _UNKNOWN
-    if isinstance(node, ast.Attribute):
-        owner = _resolve(node.value, frame)
-        if isinstance(owner, ModuleType):
-            return getattr(owner, node.attr, _UNKNOWN)
-    return _UNKNOWN
-
-
 def _is_none(node: ast.expr, frame: FrameType) -> bool:
     """Whether an argument is ``None``, as written or as the name's value now."""
     if isinstance(node, ast.Constant):
         return node.value is None
-    return _resolve(node, frame) is None
+    return resolve(node, frame) is None
 
 
 # -- PyTorch ----------------------------------------------------------------------------

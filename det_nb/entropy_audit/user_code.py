@@ -7,6 +7,12 @@ notebook's when its file lies in the notebook's folder (the kernel's working dir
 when the audit started), outside any installed environment and outside det_nb. Without
 IPython, the ``__main__`` script counts too. Where in that code a call was made comes from
 the frame: its line, and (Python 3.11+) the columns of the call being executed.
+
+A seeding call seeds from a clock when a clock is called inside its seed argument
+(``random.seed(int(time.time()))``): the call's own expression, parsed from those columns,
+says what its seed argument is, and each call written in it is a clock or not by what its
+name refers to in the calling frame (looked up in the frame's namespaces and in modules;
+a method by the type that holds it), never evaluated.
 """
 
 from __future__ import annotations
@@ -17,14 +23,17 @@ import os
 import site
 import sys
 import sysconfig
-from types import CodeType, FrameType
+from types import BuiltinFunctionType, CodeType, FrameType, ModuleType
 from typing import Any, NamedTuple
 
-#: Calls that read a clock: a seed computed on the same line from one is a time seed.
-CLOCK_CALLS = frozenset({
+#: The clocks a seed can be read from: functions of the ``time`` module, and class methods
+#: of ``datetime.date`` and the classes derived from it (``datetime``, pandas' ``Timestamp``).
+TIME_CLOCKS = frozenset({
     "time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns",
-    "now", "utcnow", "today",
 })
+DATE_CLOCKS = frozenset({"now", "utcnow", "today"})
+#: What :func:`resolve` gives for a name or attribute it cannot look up.
+UNKNOWN = object()
 #: The longest call text kept in a record.
 MAX_CALL_TEXT = 120
 _PACKAGE_DIRS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
@@ -36,7 +45,9 @@ class Place(NamedTuple):
 
     filename: str
     module: str | None  # None for a cell
-    clock_lines: frozenset[int]  # lines that call a clock (a seed there is a time seed)
+    #: line -> the calls that may be clocks written in another call's arguments there:
+    #: where a seed can be read from a clock (see :func:`clock_calls`)
+    clock_calls: dict[int, tuple[ast.Call, ...]]
 
 
 class CallSite(NamedTuple):
@@ -45,7 +56,7 @@ class CallSite(NamedTuple):
     line: int
     text: str  # the whole line, stripped
     call: str  # the call expression as written ("" when the source is not at hand)
-    node: ast.Call | None  # the call, parsed (for NumPy's "was it given a seed?")
+    node: ast.Call | None  # the call, parsed (its seed argument; was it given one?)
 
 
 class UserCode:
@@ -58,10 +69,12 @@ class UserCode:
         self._main: str | None = None
         #: file name -> Place, or None for code that is not the notebook's
         self.places: dict[str, Place | None] = {}
-        #: file name -> its clock lines (none for code that is not the notebook's): what a
-        #: seeding function called in a tight loop looks up
-        self.clock_lines: dict[str, frozenset[int]] = {}
+        #: file name -> its Place's clock calls (none for code that is not the notebook's):
+        #: what a seeding function called in a tight loop looks up
+        self.clock_calls: dict[str, dict[int, tuple[ast.Call, ...]]] = {}
         self._sites: dict[tuple[CodeType, int], CallSite] = {}
+        #: (code, offset, seed keyword) -> the calls that may be clocks in that call's seed
+        self._seed_calls: dict[tuple[CodeType, int, str], tuple[ast.Call, ...]] = {}
 
     def attach(self, shell: Any, folder: str) -> None:
         """Recognise ``shell``'s cells (None: no IPython) and modules under ``folder``."""
@@ -71,20 +84,21 @@ class UserCode:
         path = getattr(main, "__file__", None) if shell is None else None
         self._main = os.path.abspath(path) if isinstance(path, str) else None
         self.places.clear()
-        self.clock_lines.clear()
+        self.clock_calls.clear()
         self._sites.clear()
+        self._seed_calls.clear()
 
     def place(self, filename: str) -> Place | None:
         """The notebook's file ``filename`` is, or None; cached (the caller looks up first)."""
         place = None
         if self.cell_number(filename) is not None:
-            place = Place(filename, None, clock_lines(_source(filename)))
+            place = Place(filename, None, clock_calls(_source(filename)))
         else:
             module = self._module(filename)
             if module is not None:
-                place = Place(filename, module, clock_lines(_source(filename)))
+                place = Place(filename, module, clock_calls(_source(filename)))
         self.places[filename] = place
-        self.clock_lines[filename] = frozenset() if place is None else place.clock_lines
+        self.clock_calls[filename] = {} if place is None else place.clock_calls
         return place
 
     def cell_number(self, filename: str) -> int | None:
@@ -129,6 +143,34 @@ class UserCode:
             site = self._sites[key] = _call_site(frame)
         return site
 
+    def clock_seed(self, frame: FrameType, place: Place, keyword: str) -> bool:
+        """Whether the seeding call ``frame`` (the notebook's code, in ``place``) is making
+        takes its seed from a clock.
+
+        The seed is the call's first positional argument, or its argument ``keyword``; a
+        clock called anywhere inside it counts (``int(datetime.now().timestamp())``).
+        Without the call's columns (Python 3.10, ``-X no_debug_ranges``) the seed argument
+        is unknown: a clock called in any call's arguments on the line counts. Cached per
+        call site: the check is then a look-up, and a name lookup per call that may be a
+        clock.
+        """
+        if frame.f_lineno not in place.clock_calls:
+            return False
+        key = (frame.f_code, frame.f_lasti, keyword)
+        calls = self._seed_calls.get(key)
+        if calls is None:
+            calls = self._seed_calls[key] = self._seed_calls_at(frame, place, keyword)
+        return bool(calls) and any(_calls_clock(call, frame) for call in calls)
+
+    def _seed_calls_at(self, frame: FrameType, place: Place, keyword: str) -> tuple[ast.Call, ...]:
+        """The calls a clock seed can be read from at ``frame``'s call: those written in its
+        seed argument, or without columns those in any call's arguments on the line."""
+        node = self.call_site(frame).node
+        if node is None:
+            return place.clock_calls[frame.f_lineno]
+        seed = seed_argument(node, keyword)
+        return () if seed is None else tuple(filter(_may_be_clock, ast.walk(seed)))
+
 
 def _under(path: str, folder: str) -> bool:
     return path.startswith(folder if folder.endswith(os.sep) else folder + os.sep)
@@ -147,46 +189,108 @@ def _source(filename: str) -> str:
     return "".join(linecache.getlines(filename))
 
 
-def clock_lines(source: str) -> frozenset[int]:
-    """Lines of ``source`` on which a seed would come from a clock.
+def clock_calls(source: str) -> dict[int, tuple[ast.Call, ...]]:
+    """Where in ``source`` a seed can be read from a clock: line -> the calls that may be
+    clocks (:func:`_may_be_clock`) written inside the arguments of a call that spans that
+    line (``time.time()`` in ``random.seed(int(time.time()))``, on each of its lines).
 
-    Those holding a clock call (``time.time()``, ``time_ns()``, ``datetime.now()``, ...)
-    and every line of a call whose arguments hold one, so a seed call spread over lines is
-    caught on its first. Source that does not parse has none.
+    Lines without any are the fast path of a seeding call; whether a call is in the seed
+    argument, and whether it is a clock, is judged when a seed is taken
+    (:meth:`UserCode.clock_seed`). Source that does not parse has none.
     """
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
-        return frozenset()
-    lines: set[int] = set()
-
-    def visit(node: ast.AST) -> bool:
-        found = False
-        for child in ast.iter_child_nodes(node):
-            found = visit(child) or found
-        if isinstance(node, ast.Call):
-            if _callee_name(node) in CLOCK_CALLS:
-                lines.add(node.lineno)
-                found = True
-            if found:
-                lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
-        return found
-
-    visit(tree)
-    return frozenset(lines)
+        return {}
+    found: dict[int, dict[ast.Call, None]] = {}  # ordered and without repeats
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        inner = dict.fromkeys(
+            call for argument in (*node.args, *(keyword.value for keyword in node.keywords))
+            for call in ast.walk(argument) if _may_be_clock(call))
+        if inner:
+            for line in range(node.lineno, (node.end_lineno or node.lineno) + 1):
+                found.setdefault(line, {}).update(inner)
+    return {line: tuple(calls) for line, calls in found.items()}
 
 
-def _callee_name(call: ast.Call) -> str | None:
-    """The last name of what is called: ``default_rng`` for ``np.random.default_rng()``."""
+def _may_be_clock(node: ast.AST) -> bool:
+    """Whether ``node`` is a call that may read a clock: one without arguments
+    (``time.time()``, ``date.today()``) or a ``now(...)`` (``datetime.now(timezone.utc)``)."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (not node.args and not node.keywords) or (
+        isinstance(func, ast.Attribute | ast.Name)
+        and (func.attr if isinstance(func, ast.Attribute) else func.id) == "now")
+
+
+def seed_argument(call: ast.Call, keyword: str) -> ast.expr | None:
+    """The seed as written in ``call``: its first positional argument, else ``keyword=``."""
+    if call.args:
+        return call.args[0]
+    return next((item.value for item in call.keywords if item.arg == keyword), None)
+
+
+def _calls_clock(call: ast.Call, frame: FrameType) -> bool:
+    """Whether ``call`` calls a clock (:data:`TIME_CLOCKS`, :data:`DATE_CLOCKS`), by what
+    its callee refers to in ``frame``: ``time.time``, ``t()`` after ``from time import time
+    as t``, ``datetime.now`` on the class or an instance; a method of the user's own named
+    ``now`` is none. Nothing is evaluated and no attribute of the user's objects is read.
+    """
     func = call.func
     if isinstance(func, ast.Attribute):
-        return func.attr
-    return func.id if isinstance(func, ast.Name) else None
+        owner = resolve(func.value, frame)
+        if not issubclass(type(owner), ModuleType):  # a class, or an instance of one
+            kind = owner if issubclass(type(owner), type) else type(owner)
+            return func.attr in DATE_CLOCKS and _is_date(kind)
+    return _is_clock(resolve(func, frame))
+
+
+def _is_clock(function: object) -> bool:
+    """Whether ``function`` is one of the clocks: a builtin of ``time``, or a class method
+    of a date class bound to it (``datetime.now``)."""
+    if type(function) is not BuiltinFunctionType:
+        return False
+    owner, name = function.__self__, function.__name__
+    if issubclass(type(owner), ModuleType):
+        return owner is sys.modules.get("time") and name in TIME_CLOCKS
+    return issubclass(type(owner), type) and name in DATE_CLOCKS and _is_date(owner)
+
+
+def _is_date(kind: type) -> bool:
+    """Whether ``kind`` is ``datetime.date`` or derived from it (never importing datetime)."""
+    datetime = sys.modules.get("datetime")
+    return datetime is not None and issubclass(kind, datetime.date)
+
+
+def resolve(node: ast.expr, frame: FrameType) -> object:
+    """The object a name, or a module's attribute, stands for in ``frame``; else
+    :data:`UNKNOWN`.
+
+    Only dictionary look-ups (the frame's namespaces, a module's attributes): nothing of
+    the user's runs.
+    """
+    if isinstance(node, ast.Name):
+        for space in (frame.f_locals, frame.f_globals, frame.f_builtins):
+            if node.id in space:
+                return space[node.id]
+        return UNKNOWN
+    if isinstance(node, ast.Attribute):
+        owner = resolve(node.value, frame)
+        if issubclass(type(owner), ModuleType):
+            return owner.__dict__.get(node.attr, UNKNOWN)
+    return UNKNOWN
 
 
 def callee_name(site: CallSite) -> str | None:
-    """The last name of the call at ``site``, when it is known."""
-    return None if site.node is None else _callee_name(site.node)
+    """The last name of the call at ``site`` (``default_rng`` for
+    ``np.random.default_rng()``), when it is known."""
+    func = None if site.node is None else site.node.func
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else None
 
 
 def _call_site(frame: FrameType) -> CallSite:

@@ -24,12 +24,12 @@ class Torch(Source):
     module = "torch"
 
     def __init__(self) -> None:
-        self._settings: Settings | None = None  # the seeding whose run the op lists cover
+        self._settings: Settings | None = None  # the seeding whose run the raised ops stopped
 
     def configure(self, settings: Settings) -> None:
         if settings is not self._settings:  # a new seeding (not a re-seed): a new run
             self._settings = settings
-            nondeterministic_ops.reset()
+            nondeterministic_ops.forget_raised()
         if settings.deterministic_ops == WARN:
             nondeterministic_ops.install()
         else:
