@@ -391,9 +391,13 @@ class _Walk:
                     depth: int) -> None:
         """Feed a scalar inline, anything else as its digest; if it is unsupported, prefix
         its path with ``step()`` (made lazily)."""
-        if type(child) in _PLAIN_SCALARS:  # the common case, without a view
-            hasher.update(_SCALAR_TAGS[type(child)])
-            _feed_scalar(hasher, child)
+        kind = type(child)
+        if kind in _PLAIN_SCALARS:  # the common case, without a view
+            if _cacheable(kind, child):
+                hasher.update(_scalar_bytes(kind, child))
+            else:
+                hasher.update(_SCALAR_TAGS[kind])
+                _feed_scalar(hasher, child)
             return
         digest = self._digests.get(id(child))
         if digest is None:
@@ -500,6 +504,32 @@ def _dtype_text(dtype: np.dtype) -> bytes:
 def _key_step(view: View, key: object) -> Step:
     kind, text = _step(view, key)
     return (kind, text + " (key)")
+
+
+def _cacheable(kind: type, value: object) -> bool:
+    """Whether a plain scalar's fed bytes may be cached: short, and equal only to itself
+    (a float is not: -0.0 == 0.0)."""
+    if kind is int:
+        return -(1 << 62) < value < 1 << 62
+    return (kind is str and len(value) <= 64) or kind is bool or value is None
+
+
+@functools.lru_cache(maxsize=8192)
+def _scalar_bytes(kind: type, value: object) -> bytes:
+    """What feeding a None, bool, int, str or bytes child feeds (tag, then the value), made
+    once: a model's attribute names and sizes repeat across its layers. ``kind`` is part of
+    the key, so 1 and True stay apart."""
+    collected = bytearray()
+    collected += _SCALAR_TAGS[kind]
+    _feed_scalar(_Collect(collected), value)
+    return bytes(collected)
+
+
+class _Collect:
+    """A hasher stand-in that collects the bytes fed to it."""
+
+    def __init__(self, into: bytearray) -> None:
+        self.update = into.extend
 
 
 def _feed_scalar(hasher: Any, value: object) -> None:

@@ -574,3 +574,16 @@ def test_a_partial_is_a_value_compared_by_its_function_and_arguments() -> None:
     assert fingerprint(scale).summary == "partial of multiply"
     assert describe_difference(scale, functools.partial(np.multiply, 4), "scale") == (
         "scale: partial: args[0]: int differs by 1")
+
+
+def test_cached_scalar_encodings_keep_values_apart_and_hash_as_before() -> None:
+    """Short plain scalars are encoded once (a model's attributes repeat): the cache keeps
+    1 and True, 0 and False, 0.0 and -0.0 apart, and a warm cache hashes as a cold one."""
+    from det_nb import fingerprint as module
+
+    values = [1, True, 0, False, None, "in_channels", 2**61, 2**70, 0.0, -0.0, "x" * 100]
+    module._scalar_bytes.cache_clear()
+    cold = [fingerprint([value]) for value in values]
+    warm = [fingerprint([value]) for value in values]
+    assert cold == warm
+    assert len({print_.digest for print_ in cold}) == len(values)
