@@ -268,21 +268,22 @@ class NotebookVerdict:
 
     def _unnamed_change_lines(self, parting: Parting) -> list[str]:
         """Why values differ only in the look after the last cell: some cell changed them
-        without naming them. Each was equal after the last cell that named it."""
+        without naming them. Each was equal after the last cell it was compared in."""
         cells = self.runs[0].cells
         lines = ["  a cell changed these values without naming them (through another "
                  "reference: an optimizer's step() changes its model, a closure writes into "
                  "an array), so no cell is blamed:"]
         for name in sorted(parting.names):
-            named = [cell.index for cell in cells if name in cell.names]
-            if not named:
+            compared = [cell.index for cell in cells
+                        if name in cell.names or name in cell.looked_at]
+            if not compared:
                 where = "changed by a cell that did not name it"
-            elif named[-1] == len(cells):
-                where = (f"equal after cell {named[-1]}, the last cell; changed after it ran "
-                         "(by a thread or callback still running)")
+            elif compared[-1] == len(cells):
+                where = (f"equal after cell {compared[-1]}, the last cell; changed after it "
+                         "ran (by a thread or callback still running)")
             else:
-                where = (f"equal after cell {named[-1]}, the last cell that named it; changed "
-                         f"by cell {named[-1] + 1} or a later one")
+                where = (f"equal after cell {compared[-1]}, the last cell it was compared in; "
+                         f"changed by cell {compared[-1] + 1} or a later one")
             lines.append(f"    {printable(name)}: {where}")
         return lines
 

@@ -803,8 +803,8 @@ def test_a_difference_seen_only_after_the_last_cell_is_reported_so() -> None:
         "  a cell changed these values without naming them (through another reference: an "
         "optimizer's step() changes its model, a closure writes into an array), so no cell is "
         "blamed:",
-        "    model: equal after cell 1, the last cell that named it; changed by cell 2 or a "
-        "later one",
+        "    model: equal after cell 1, the last cell it was compared in; changed by cell "
+        "2 or a later one",
     ]
     report = verify.to_json([verdict])["notebooks"][0]
     assert (report["verdict"], report["first_parting_cell"],
@@ -959,3 +959,13 @@ def test_unseeded_randomness_on_record_is_not_proven(
     # x, its deletion by %reset (not the uuid module's: code), y
     assert verify_main([reset], capsys)[:2] == (
         0, f"{reset}: identical across 2 runs (5 cells, 3 names compared)\n")
+
+
+def test_an_empty_cell_repeats_nothing_of_the_cell_before(tmp_path: Path) -> None:
+    """nbclient runs no empty cell: it has no names, and the audit's records keep their
+    cell numbers (the empty cell took the previous cell's answer and its number)."""
+    path = write_notebook(tmp_path, "gaps.ipynb", ["import uuid\nx = 1\nuuid.uuid4();", "",
+                                                   "y = 2"])
+    run = run_notebook(path)
+    assert [list(cell.names) for cell in run.cells] == [["x"], [], ["y"]]
+    assert run.unseeded == ["cell 1, line 3: uuid.uuid4()"]

@@ -4,9 +4,11 @@ Each run starts a new kernel (nbclient) in the notebook's folder, with extra env
 variables that act at start (hash seed, CPU kernels) and, where asked, restricted to
 some CPUs (:mod:`~det_nb.notebook_runner.cpu_affinity`). The probe
 (:mod:`~det_nb.notebook_runner.probe`) fingerprints, after every code cell, each name the
-cell assigned, deleted or changed in place; its answers and a hash of the cell's outputs
-as a reader sees them (:mod:`~det_nb.notebook_runner.outputs`) make the
-:class:`CellResult`.
+cell assigned, deleted or changed in place, and its displayed result; its answers and a
+hash of the cell's outputs as a reader sees them (:mod:`~det_nb.notebook_runner.outputs`)
+make the :class:`CellResult`. After the last cell every name is fingerprinted once more
+(:attr:`NotebookRun.after_last`). The kernel is the notebook's own kernelspec where it is
+installed (:func:`notebook_kernel`).
 
 :class:`KernelRun` drives one kernel cell by cell, so several runs can go in lockstep
 (verify compares them as they go); :func:`run_notebook` is one run from start to end.

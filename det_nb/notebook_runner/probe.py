@@ -1,5 +1,11 @@
 """Inside the kernel: after every cell, the names it changed and their fingerprints.
 
+The cell's displayed result (the value of its last expression) is a result too, and is
+fingerprinted with them; after the last cell every name is fingerprinted once more
+(:meth:`_Probe.sweep`), for values a cell changed without naming them (an optimizer's
+``step()`` changes its model). Names the runner asks to watch are fingerprinted after
+every cell, named by it or not.
+
 :func:`install_probe` registers a ``post_run_cell`` callback in the notebook's kernel;
 the runner (:mod:`det_nb.notebook_runner.kernel_run`) calls the functions here through
 silent requests (``user_expressions``) that leave no trace in the notebook's namespace,
