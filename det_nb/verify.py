@@ -840,7 +840,7 @@ def parser() -> argparse.ArgumentParser:
         "Prove notebooks reproducible: run each in fresh kernels and name the first cell "
         "and the names where two runs part. Exit status: 0 identical, 1 parted, 2 bad "
         "input or a notebook that failed to run, 3 not proven (a value could not be "
-        "compared)."))
+        "compared, or a cell drew unseeded randomness)."))
     command.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help=".ipynb files")
     command.add_argument("--runs", "-n", type=_runs, default=None, metavar="N",
                          help="fresh runs per notebook (default 2; 1 with --against)")
@@ -856,7 +856,8 @@ def parser() -> argparse.ArgumentParser:
                          help="seconds one cell may run (default 600)")
     command.add_argument("--allow-unchecked", action="store_true",
                          help="exit 0, not 3, when every compared value is equal but some "
-                         "could not be compared (the report still says not proven)")
+                         "could not be compared or a cell drew unseeded randomness (the "
+                         "report still says not proven)")
     command.add_argument("--allow-errors", action="store_true",
                          help="go on past a cell that raises, and compare its error (type "
                          "and message) between the runs")
