@@ -2,8 +2,9 @@
 
 Each ``.ipynb`` file pytest is given (or finds in a folder it is given) becomes one test
 that runs the notebook in fresh kernels as ``python -m det_nb verify`` does and fails with
-the same report when the runs part, a cell fails, or a value could not be compared (not
-proven; ``--det-verify-allow-unchecked`` accepts that). It sits beside ``--nbval``, which
+the same report when the runs part, a cell fails, or the verdict is not proven (a value
+could not be compared, or unseeded randomness is on record;
+``--det-verify-allow-unchecked`` accepts that). It sits beside ``--nbval``, which
 compares outputs with stored ones: this compares fresh runs with each other, value by
 value, and names the first cell and variable where they part.
 """
@@ -34,7 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds one cell may run (default 600)")
     group.addoption("--det-verify-allow-unchecked", action="store_true", default=False,
                     help="pass a notebook whose compared values are all equal though some "
-                    "could not be compared (not proven)")
+                    "could not be compared or a cell drew unseeded randomness (not proven)")
     group.addoption("--det-verify-allow-errors", action="store_true", default=False,
                     help="go on past a cell that raises and compare its error between runs")
     group.addoption("--det-verify-sanitize", metavar="FILE", default=None,

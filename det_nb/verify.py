@@ -12,11 +12,18 @@ report written by ``--json``, on this machine or another.
 The verdict rules are ``%%det_check``'s: code a cell defines (functions, classes,
 modules) is not a result and is neither compared nor listed; "identical" means every
 value was compared and equal; a value that could not be compared makes the verdict
-"not proven", naming the value, its type and why.
+"not proven", naming the value, its type and why, and so does a call that drew from OS
+entropy or seeded from a clock (det_nb's entropy audit) still on record after the last
+cell: what it drew is not reproducible even where the runs happened to agree.
+
+After the last cell every name is fingerprinted once more, so a value a cell changed
+without naming it (an optimizer's ``step()`` changes its model) is compared too; where
+only that last look differs, the runs run again with those names fingerprinted after
+every cell, to find the cell that changed them.
 
 Exit status: 0 all identical, 1 some notebook's runs parted, 2 bad input or a notebook
-that failed to run, 3 not proven (some value could not be compared; 0 with
-``--allow-unchecked``).
+that failed to run, 3 not proven (some value could not be compared, or unseeded
+randomness is on record; 0 with ``--allow-unchecked``).
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ from det_nb.notebook_runner.snapshots import load_values
 
 PROG = "python -m det_nb verify"
 FORMAT = "det_nb-verify"
-#: The report format this det_nb writes and the only one it reads.
-VERSION = 2
+#: The report format this det_nb writes and the only one it reads (3: stderr in the
+#: outputs digests, displayed results, the look after the last cell, the audit's records
+#: in force).
+VERSION = 3
 #: The runs' kernels are alive together (side by side), so their number is bounded.
 MAX_RUNS = 16
 #: A stored report larger than this is refused before it is read (reports hold digests
@@ -107,6 +116,8 @@ class RunData:
     status_warnings: list[str]
     error: str | None
     values: dict[str, object] | None = None  # snapshots of the differing names, if read
+    after_last: CellResult | None = None  # every name once more, after the last cell
+    unseeded: list[str] = field(default_factory=list)  # audit records in force at the end
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,16 @@ class NotebookVerdict:
     not_compared: list[NotCompared] = field(default_factory=list)
     repairs: tuple[str, ...] = ()  # schema repairs made to the copy that ran
     values_differ: bool = False  # some cell's values differ (not only outputs)
+    #: The entropy audit's records still in force after the last cell, in any run.
+    unseeded: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()  # how the runs were made (the kernel that ran instead)
+    #: Where the parting was found again with the names fingerprinted after every cell.
+    located: str | None = None
+
+    @property
+    def parted_after_last_cell(self) -> bool:
+        """Whether the runs part only in the look at every name after the last cell."""
+        return self.parting is not None and self.parting.cell is self.runs[0].after_last
 
     @property
     def status(self) -> str:
@@ -149,7 +170,7 @@ class NotebookVerdict:
             return "failed"
         if self.parting:
             return "parted"
-        return "not proven" if self.not_compared else "identical"
+        return "not proven" if self.not_compared or self.unseeded else "identical"
 
     def text(self) -> str:
         """The report; one line when identical with nothing to note; free of temp paths.
@@ -165,12 +186,17 @@ class NotebookVerdict:
         else:
             lines = [self._headline(path)]
             lines += self._not_compared_lines("not compared")
+            if self.unseeded:
+                lines.append("  unseeded randomness (det_nb's entropy audit; what it drew is "
+                             "not reproducible):")
+                lines += [f"    {printable(line)}" for line in self.unseeded]
             lineage = (self.runs[0].record or {}).get("lineage", {})
             if lineage.get("experiment_seed_origin") == "assigned":
                 lines.append(f"  note: det_nb assigned experiment seed "
                              f"{lineage['experiment_seed']} from the clock, and runs started "
                              "together got the same one; a later run gets another: give the "
                              "seed in %det_seed")
+        lines += [f"  note: {printable(note)}" for note in self.notes]
         lines += [f"  note: repaired in the copy that ran: {printable(repair)}"
                   for repair in self.repairs]
         return "\n".join(lines)
@@ -180,26 +206,42 @@ class NotebookVerdict:
         compared = f"{names} names" + (f" and {errors} error{'s' * (errors != 1)}"
                                        if errors else "")
         runs = _run_count(self.runs)
-        if not self.not_compared:
+        if self.status == "identical":
             return f"{path}: identical across {runs} ({cells} cells, {compared} compared)"
-        count = len(self.not_compared)
-        return (f"{path}: not proven across {runs}: {count} value{'s' * (count != 1)} could "
-                f"not be compared ({cells} cells, {compared} compared and equal)")
+        why = []
+        if self.not_compared:
+            count = len(self.not_compared)
+            why.append(f"{count} value{'s' * (count != 1)} could not be compared")
+        if self.unseeded:
+            count = len(self.unseeded)
+            why.append(f"{count} call{'s' * (count != 1)} drew unseeded randomness")
+        return (f"{path}: not proven across {runs}: {' and '.join(why)} ({cells} cells, "
+                f"{compared} compared and equal)")
 
     def _not_compared_lines(self, title: str) -> list[str]:
         if not self.not_compared:
             return []
+        last = len(self.runs[0].cells)
         return [f"  {title}:", *(
-            f"    cell {item.cell}: {printable(item.name)}: {printable(item.description)}"
+            f"    {f'cell {item.cell}' if item.cell <= last else 'after the last cell'}: "
+            f"{printable(item.name)}: {printable(item.description)}"
             for item in self.not_compared)]
 
     def _parted_lines(self, path: str) -> list[str]:
         parting, reference = self.parting, self.runs[0]
         assert parting is not None
         cell = parting.cell
-        lines = [f"{path}: runs parted at cell {cell.index}: {printable(cell.first_line)}",
-                 f"  {reference.label} vs {parting.other.label}:"]
+        if self.parted_after_last_cell:
+            last = len(reference.cells)
+            lines = [f"{path}: runs parted after the last cell (cell {last})"]
+        else:
+            lines = [f"{path}: runs parted at cell {cell.index}: {printable(cell.first_line)}"]
+        lines.append(f"  {reference.label} vs {parting.other.label}:")
         lines += [f"    {printable(detail)}" for _, detail in sorted(parting.names.items())]
+        if self.parted_after_last_cell:
+            lines += self._unnamed_change_lines(parting)
+        elif self.located is not None:
+            lines.append(f"    {printable(self.located)}")
         theirs = parting.theirs
         if theirs is not None and cell.error != theirs.error:
             lines.append(f"    error: {_error_shown(cell.error)} in {reference.label}, "
@@ -222,6 +264,27 @@ class NotebookVerdict:
         if reference.status_warnings:
             lines.append(f"  det_nb warnings in {reference.label}:")
             lines += [f"    {printable(warning)}" for warning in reference.status_warnings]
+        return lines
+
+    def _unnamed_change_lines(self, parting: Parting) -> list[str]:
+        """Why values differ only in the look after the last cell: some cell changed them
+        without naming them. Each was equal after the last cell it was compared in."""
+        cells = self.runs[0].cells
+        lines = ["  a cell changed these values without naming them (through another "
+                 "reference: an optimizer's step() changes its model, a closure writes into "
+                 "an array), so no cell is blamed:"]
+        for name in sorted(parting.names):
+            compared = [cell.index for cell in cells
+                        if name in cell.names or name in cell.looked_at]
+            if not compared:
+                where = "changed by a cell that did not name it"
+            elif compared[-1] == len(cells):
+                where = (f"equal after cell {compared[-1]}, the last cell; changed after it "
+                         "ran (by a thread or callback still running)")
+            else:
+                where = (f"equal after cell {compared[-1]}, the last cell it was compared in; "
+                         f"changed by cell {compared[-1] + 1} or a later one")
+            lines.append(f"    {printable(name)}: {where}")
         return lines
 
     def _unseeded_lines(self, parting: Parting) -> list[str]:
@@ -264,21 +327,27 @@ class NotebookVerdict:
         return lines
 
 
-def compare_runs(path: str, runs: list[RunData], repairs: Sequence[str] = ()) -> NotebookVerdict:
-    """Compare every run with the first, cell by cell; find the first parting."""
+def compare_runs(path: str, runs: list[RunData], repairs: Sequence[str] = (),
+                 notes: Sequence[str] = ()) -> NotebookVerdict:
+    """Compare every run with the first, cell by cell and then the look after the last
+    cell; find the first parting."""
     failed = next((run for run in runs if run.error is not None), None)
     if failed is not None:
         return NotebookVerdict(path, runs, error=f"{failed.label}: {failed.error}",
-                               repairs=tuple(repairs))
+                               repairs=tuple(repairs), notes=tuple(notes))
     reference = runs[0]
+    unseeded = list(dict.fromkeys(line for run in runs for line in run.unseeded))
     verdict = NotebookVerdict(path, runs, repairs=tuple(repairs),
-                              not_compared=not_compared(runs))
+                              not_compared=not_compared(runs), unseeded=unseeded,
+                              notes=tuple(notes))
     for other in runs[1:]:
         if len(other.cells) != len(reference.cells):
             verdict.error = (f"{reference.label} has {len(reference.cells)} code cells, "
                              f"{other.label} {len(other.cells)}: not the same notebook")
             return verdict
         pairs = list(zip(reference.cells, other.cells, strict=True))
+        if reference.after_last is not None and other.after_last is not None:
+            pairs.append((reference.after_last, other.after_last))
         verdict.values_differ |= any(differing_names(a, b) for a, b in pairs)
         for position, (mine, theirs) in enumerate(pairs):
             if not cells_differ(mine, theirs):
@@ -288,7 +357,8 @@ def compare_runs(path: str, runs: list[RunData], repairs: Sequence[str] = ()) ->
                                           mine.outputs_digest != theirs.outputs_digest, theirs)
                 verdict.parting.later = [later.index for later, theirs_later in
                                          pairs[position + 1:]
-                                         if cells_differ(later, theirs_later)]
+                                         if later is not reference.after_last
+                                         and cells_differ(later, theirs_later)]
             break
     return verdict
 
@@ -321,7 +391,7 @@ def not_compared(runs: Sequence[RunData]) -> list[NotCompared]:
     """Every (cell, name) whose value some run could not fingerprint, in cell order."""
     found: dict[tuple[int, str], NotCompared] = {}
     for run in runs:
-        for cell in run.cells:
+        for cell in [*run.cells, *([run.after_last] if run.after_last else [])]:
             for name, print_ in cell.names.items():
                 if print_.kind == "unchecked" and (cell.index, name) not in found:
                     found[cell.index, name] = NotCompared(cell.index, name, print_.description)
@@ -392,7 +462,8 @@ def _counts(runs: list[RunData]) -> tuple[int, int, int]:
     """(code cells, names compared, errors compared) in the first run; a name counts
     once per cell it was compared in."""
     cells = runs[0].cells
-    names = sum(1 for cell in cells for fp in cell.names.values() if fp.kind == "value")
+    looked = [*cells, *([runs[0].after_last] if runs[0].after_last else [])]
+    names = sum(1 for cell in looked for fp in cell.names.values() if fp.kind == "value")
     errors = sum(cell.error is not None for cell in cells)
     return len(cells), names, errors
 
@@ -445,7 +516,7 @@ def check_cpus_for(vary: Sequence[str]) -> frozenset[int] | None:
 
 async def _run_in_lockstep(
     path: str, notebook: Any, conditions: list[RunConditions], timeout: float, folder: str,
-    allow_errors: bool, sanitizer: Sanitizer,
+    allow_errors: bool, sanitizer: Sanitizer, kernel_name: str, watched: Sequence[str] = (),
 ) -> list[RunData]:
     """Run the notebook once per conditions, all kernels alive together, a cell at a time.
 
@@ -453,12 +524,14 @@ async def _run_in_lockstep(
     kernels doing BLAS work on 2 cores took 5.7 s where taking turns took 1.3 s (each
     library's thread pool assumes the cores are its own).
 
-    At the first cell where a run's fingerprints differ from the first run's, both
-    kernels write snapshots of the differing names, so the report can say exactly what
-    differs (the values are gone by the end of the notebook).
+    At the first cell where a run's fingerprints differ from the first run's (or, failing
+    that, in the look at every name after the last cell), both kernels write snapshots of
+    the differing names, so the report can say exactly what differs (the values are gone
+    by the end of the notebook). ``watched``: names fingerprinted after every cell.
     """
     kernels = [KernelRun(path, notebook, env=condition.env, timeout=timeout, cpus=condition.cpus,
-                         allow_errors=allow_errors, sanitizer=sanitizer)
+                         allow_errors=allow_errors, sanitizer=sanitizer,
+                         kernel_name=kernel_name, watched=watched)
                for condition in conditions]
     labels = [f"run {i + 1}" for i in range(len(kernels))]
     values: list[dict[str, object] | None] = [None] * len(kernels)
@@ -472,6 +545,9 @@ async def _run_in_lockstep(
             if not dumped:
                 dumped = await _dump_first_difference(kernels, cells, values, folder)
         await asyncio.gather(*(kernel.finish() for kernel in kernels))
+        last = [kernel.after_last for kernel in kernels]
+        if not dumped and all(look is not None for look in last):
+            await _dump_first_difference(kernels, last, values, folder)
     finally:
         await asyncio.gather(*(kernel.stop() for kernel in kernels), return_exceptions=True)
     runs = []
@@ -479,7 +555,8 @@ async def _run_in_lockstep(
                                                   strict=True):
         result = kernel.result()
         runs.append(RunData(label, condition.shown, result.cells, result.environment,
-                            result.record, result.status_warnings, result.error, snapshot))
+                            result.record, result.status_warnings, result.error, snapshot,
+                            result.after_last, result.unseeded))
     return runs
 
 
@@ -540,16 +617,66 @@ def verify_notebook(
     loaded = notebook_runner.load_notebook(path)
     usable = check_cpus_for(vary)
     conditions = [run_conditions(vary, run, usable) for run in range(runs)]
-    with tempfile.TemporaryDirectory(prefix="det_nb-verify-") as folder:
-        fresh = notebook_runner.run_sync(_run_in_lockstep(
-            path, loaded.node, conditions, timeout, folder, allow_errors, sanitizer))
-    if stored is not None:
-        for run in fresh:
-            run.label = f"fresh {run.label}"
-        fresh.insert(0, stored)
-    verdict = compare_runs(label or path, fresh, loaded.repairs)
-    describe(verdict)
+    kernel_name, note = notebook_runner.notebook_kernel(loaded.node)
+    notes = (note,) if note else ()
+
+    def run_and_compare(watched: Sequence[str] = ()) -> NotebookVerdict:
+        with tempfile.TemporaryDirectory(prefix="det_nb-verify-") as folder:
+            fresh = notebook_runner.run_sync(_run_in_lockstep(
+                path, loaded.node, conditions, timeout, folder, allow_errors, sanitizer,
+                kernel_name, watched))
+        if stored is not None:
+            for run in fresh:
+                run.label = f"fresh {run.label}"
+            fresh.insert(0, stored)
+        verdict = compare_runs(label or path, fresh, loaded.repairs, notes)
+        describe(verdict)
+        return verdict
+
+    verdict = run_and_compare()
+    suspects = _suspects(verdict) if stored is None else []
+    if suspects:
+        return _located(verdict, run_and_compare(suspects), suspects)
     return verdict
+
+
+def _suspects(verdict: NotebookVerdict) -> list[str]:
+    """Names where the runs part that an earlier cell may have changed unseen.
+
+    A value is fingerprinted after the cells that name it (or call code that does), so one
+    changed through another reference (an optimizer's ``step()`` changes its model) is
+    seen to differ only at the next cell that names it, or after the last cell: suspects
+    are the differing names last fingerprinted (changed or not) more than one cell before.
+    """
+    parting = verdict.parting
+    if parting is None:
+        return []
+    reference = verdict.runs[0]
+    before = [cell for cell in reference.cells if cell.index < parting.cell.index]
+    suspects = []
+    for name in parting.names:
+        seen = [cell.index for cell in before if name in cell.names or name in cell.looked_at]
+        if seen and seen[-1] < parting.cell.index - 1:
+            suspects.append(name)
+    return sorted(suspects)
+
+
+def _located(first: NotebookVerdict, again: NotebookVerdict,
+             suspects: Sequence[str]) -> NotebookVerdict:
+    """The verdict of runs made again with the ``suspects`` fingerprinted after every cell,
+    where they part before the first runs did; else the first verdict."""
+    parting, earlier = again.parting, first.parting
+    assert earlier is not None
+    if parting is None or again.parted_after_last_cell or (
+            not first.parted_after_last_cell and parting.cell.index >= earlier.cell.index):
+        return first
+    found = sorted(parting.names.keys() & set(suspects))
+    if found:
+        them = "it" if len(found) == 1 else "them"
+        again.located = (f"{', '.join(found)}: changed by this cell through another reference "
+                         f"(found by runs made again that fingerprinted {them} after every "
+                         "cell)")
+    return again
 
 
 def exit_status(verdicts: Sequence[NotebookVerdict], allow_unchecked: bool = False) -> int:
@@ -578,10 +705,13 @@ def to_json(verdicts: list[NotebookVerdict]) -> dict[str, Any]:
                 "path": verdict.path,
                 "verdict": verdict.status,
                 "first_parting_cell": verdict.parting.cell.index if verdict.parting else None,
+                "parted_after_last_cell": verdict.parted_after_last_cell,
                 "not_compared": [{"cell": item.cell, "name": item.name,
                                   "description": item.description}
                                  for item in verdict.not_compared],
+                "unseeded": verdict.unseeded,
                 "repairs": list(verdict.repairs),
+                "notes": list(verdict.notes),
                 "report": verdict.text(),
                 "runs": [_run_json(run) for run in verdict.runs],
             }
@@ -598,32 +728,52 @@ def _run_json(run: RunData) -> dict[str, Any]:
         "record": run.record,
         "environment": run.environment,
         "status_warnings": run.status_warnings,
-        "cells": [
-            {
-                "index": cell.index,
-                "first_line": cell.first_line,
-                "outputs_digest": cell.outputs_digest,
-                "error": cell.error,
-                "names": {name: {"digest": fp.digest, "description": fp.description,
-                                 "kind": fp.kind} for name, fp in cell.names.items()},
-                "unseeded": cell.unseeded,
-            }
-            for cell in run.cells
-        ],
+        "cells": [_cell_json(cell) for cell in run.cells],
+        "after_last": None if run.after_last is None else _cell_json(run.after_last),
+        "unseeded": run.unseeded,
     }
 
 
-def _report_schema() -> dict[str, object]:
+def _cell_json(cell: CellResult) -> dict[str, Any]:
+    return {
+        "index": cell.index,
+        "first_line": cell.first_line,
+        "outputs_digest": cell.outputs_digest,
+        "error": cell.error,
+        "names": {name: {"digest": fp.digest, "description": fp.description,
+                         "kind": fp.kind} for name, fp in cell.names.items()},
+        "unseeded": cell.unseeded,
+    }
+
+
+def _cell_from_json(cell: dict[str, Any]) -> CellResult:
+    return CellResult(cell["index"], cell["first_line"],
+                      {name: NameFingerprint(name, fp["digest"], fp["description"], fp["kind"])
+                       for name, fp in cell["names"].items()},
+                      cell["outputs_digest"], cell["error"], unseeded=cell["unseeded"])
+
+
+def _cell_schema() -> dict[str, object]:
     from det_nb.files import MapOf
 
-    cell = {"index": int, "first_line": str, "outputs_digest": str, "error": (str, None),
+    return {"index": int, "first_line": str, "outputs_digest": str, "error": (str, None),
             "names": MapOf({"digest": str, "description": str, "kind": str}),
             "unseeded": [str]}
+
+
+def _report_schema() -> dict[str, object]:
+    """The report's fields (``after_last``, a cell or null, is checked on its own)."""
+    from det_nb.files import MapOf
+
+    cell = _cell_schema()
     run = {"label": str, "varied": MapOf(str), "error": (str, None), "record": (dict, None),
-           "environment": dict, "status_warnings": [str], "cells": [cell]}
+           "environment": dict, "status_warnings": [str], "cells": [cell],
+           "after_last": (dict, None), "unseeded": [str]}
     notebook = {"path": str, "verdict": str, "first_parting_cell": (int, None),
                 "not_compared": [{"cell": int, "name": str, "description": str}],
-                "repairs": [str], "report": str, "runs": [run]}
+                "parted_after_last_cell": bool, "unseeded": [str], "repairs": [str],
+                "notes": [str], "report": str,
+                "runs": [run]}
     return {"format": str, "version": int, "notebooks": [notebook]}
 
 
@@ -641,6 +791,11 @@ def load_report(path: str) -> dict[str, RunData]:
                          f"this det_nb reads version {VERSION}")
     try:
         check_fields(data, _report_schema(), "")
+        for n, notebook in enumerate(data["notebooks"]):
+            for r, run in enumerate(notebook["runs"]):
+                if run["after_last"] is not None:
+                    check_fields(run["after_last"], _cell_schema(),
+                                 f"notebooks[{n}].runs[{r}].after_last")
     except ValueError as error:
         raise ValueError(f"{where}: {error}") from None
     stored = {}
@@ -648,16 +803,12 @@ def load_report(path: str) -> dict[str, RunData]:
         if not notebook["runs"]:
             raise ValueError(f"{where}: notebook {notebook['path']!r} has no runs")
         run = notebook["runs"][0]
-        cells = [
-            CellResult(c["index"], c["first_line"],
-                       {n: NameFingerprint(n, f["digest"], f["description"], f["kind"])
-                        for n, f in c["names"].items()},
-                       c["outputs_digest"], c["error"], unseeded=c["unseeded"])
-            for c in run["cells"]
-        ]
+        after_last = run["after_last"]
         stored[notebook["path"]] = RunData(
-            f"stored {run['label']}", run["varied"], cells, run["environment"], run["record"],
-            run["status_warnings"], run["error"],
+            f"stored {run['label']}", run["varied"], list(map(_cell_from_json, run["cells"])),
+            run["environment"], run["record"], run["status_warnings"], run["error"],
+            after_last=None if after_last is None else _cell_from_json(after_last),
+            unseeded=run["unseeded"],
         )
     return stored
 
@@ -689,7 +840,7 @@ def parser() -> argparse.ArgumentParser:
         "Prove notebooks reproducible: run each in fresh kernels and name the first cell "
         "and the names where two runs part. Exit status: 0 identical, 1 parted, 2 bad "
         "input or a notebook that failed to run, 3 not proven (a value could not be "
-        "compared)."))
+        "compared, or a cell drew unseeded randomness)."))
     command.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help=".ipynb files")
     command.add_argument("--runs", "-n", type=_runs, default=None, metavar="N",
                          help="fresh runs per notebook (default 2; 1 with --against)")
@@ -705,7 +856,8 @@ def parser() -> argparse.ArgumentParser:
                          help="seconds one cell may run (default 600)")
     command.add_argument("--allow-unchecked", action="store_true",
                          help="exit 0, not 3, when every compared value is equal but some "
-                         "could not be compared (the report still says not proven)")
+                         "could not be compared or a cell drew unseeded randomness (the "
+                         "report still says not proven)")
     command.add_argument("--allow-errors", action="store_true",
                          help="go on past a cell that raises, and compare its error (type "
                          "and message) between the runs")

@@ -32,7 +32,11 @@ def notebook(*sources: str) -> nbformat.NotebookNode:
     ("%det_seed 7 --trial 2 --threads 4", "%det_seed 42 --trial 3 --threads=4"),
     ("%det_seed --scheme determined --per-cell",
      "%det_seed 42 --trial 3 --scheme=determined --per-cell"),
-    ("%det_seed 7 --load run.json", "%det_seed 42 --trial 3"),
+    ("%det_seed --load run.json", "%det_seed 42 --trial 3"),
+    # One flag, three spellings, three meanings: each keeps its own.
+    ("%det_seed 7 --deterministic-ops", "%det_seed 42 --trial 3 --deterministic-ops"),
+    ("%det_seed 7 --no-deterministic-ops", "%det_seed 42 --trial 3 --no-deterministic-ops"),
+    ("%det_seed 7 --deterministic-ops=warn", "%det_seed 42 --trial 3 --deterministic-ops=warn"),
     # Short options with their value attached, combined, or both: the trial part goes.
     ("%det_seed 7 -t3", "%det_seed 42 --trial 3"),
     ("%det_seed 7 -t=3 --per-cell", "%det_seed 42 --trial 3 --per-cell"),
@@ -78,6 +82,12 @@ def test_bad_runner_lineage_is_one_line(arguments, message):
     ("%det_seed 7 --tri 3", "unrecognized arguments: --tri 3"),
     ("%det_seed 7 --save 'open", "unterminated quote"),
     ("%det_seed 7 # a comment", "unrecognized arguments: # a comment"),
+    # what the magic refuses beyond its parser: a contradiction, a mode without "=", help
+    ("%det_seed 7 --threads 4 --no-single-thread", "--threads N pins every thread pool and "
+     "--no-single-thread leaves them alone"),
+    ("%det_seed 7 --load run.json", "--load replays the recorded seed and settings"),
+    ("%det_seed --deterministic-ops warn", "write --deterministic-ops=warn (with '=')"),
+    ("%det_seed 7 --help", "%det_seed has no --help option"),
 ])
 def test_a_det_seed_line_the_magic_refuses_is_refused_naming_its_cell(line, says):
     book = notebook("%det_seed 1 --quiet", "x = 1", line)
@@ -105,8 +115,8 @@ def test_a_rewritten_line_runs_in_a_real_shell(shell, line, tmp_path, monkeypatc
 
 
 def test_options_of_every_kind_are_rebuilt_as_given():
-    """Kinds %det_seed may gain: an optional value (``--deterministic-ops[=warn]``), a
-    count, a repeatable option, a store_const, several values."""
+    """Kinds %det_seed may gain: an optional value, a count, a repeatable option, a
+    store_const, several values, a --flag/--no-flag."""
     from det_nb.notebook_runner.det_seed_lines import _option_words
 
     parser = argparse.ArgumentParser(add_help=False)
@@ -118,27 +128,68 @@ def test_options_of_every_kind_are_rebuilt_as_given():
         "many": parser.add_argument("--sizes", nargs="+"),
         "flag": parser.add_argument("--portable", action=argparse.BooleanOptionalAction),
     }
+
+    def rebuilt(parsed: argparse.Namespace) -> list[str]:
+        return [word for action in actions.values()
+                for word in _option_words(parser, action, getattr(parsed, action.dest))]
+
     line = ["--optional", "--verbose", "-v", "--tag=a b", "--tag", "c", "--fast",
             "--sizes", "1", "2", "--no-portable"]
     parsed = parser.parse_args(line)
-    words = [word for action in actions.values()
-             for word in _option_words(action, getattr(parsed, action.dest))]
+    words = rebuilt(parsed)
     assert words == ["--optional", "--verbose", "--verbose", "--tag=a b", "--tag=c", "--fast",
                      "--sizes", "1", "2", "--no-portable"]
     assert parser.parse_args(words) == parsed
-    parsed = parser.parse_args(["--optional=warn", "--portable"])
-    assert [w for a in actions.values() for w in _option_words(a, getattr(parsed, a.dest))] == [
+    assert rebuilt(parser.parse_args(["--optional=warn", "--portable"])) == [
         "--optional=warn", "--portable"]
 
 
-def _parse(arguments: str) -> argparse.Namespace:
-    from det_nb.magics import DetMagics, _split
+def _magic_parse(arguments: str) -> argparse.Namespace:
+    """``arguments`` parsed as ``%det_seed`` parses them; UsageError where it refuses them."""
+    from det_nb.magics import DetMagics, _check_combination, _parse
 
-    return DetMagics.det_seed.parser.parse_args(_split(arguments))
+    parsed = _parse(DetMagics.det_seed, arguments)
+    _check_combination(parsed)
+    return parsed
 
 
-def _option_words() -> st.SearchStrategy[list[str]]:
-    """Words for any combination of %det_seed's options, built from its parser's actions."""
+def _kept_meaning(line: str, seeding: Seeding) -> tuple[dict, dict]:
+    """(what %det_seed ``line`` means with the runner's lineage in place of its own, what
+    the line rebuilt by the runner means)."""
+    book = notebook(f"%det_seed {line}")
+    reseed_notebook(book, seeding)
+    expected = {**vars(_magic_parse(line)), "seed": str(seeding.seed), "load": None,
+                "trial": None if seeding.trial is None else str(seeding.trial)}
+    if seeding.scheme is not None:
+        expected["scheme"] = seeding.scheme
+    return expected, vars(_magic_parse(book.cells[0].source.removeprefix("%det_seed ")))
+
+
+def _every_spelling() -> list[list[str]]:
+    """Each option string of each action of the magic's real parser, with a value where it
+    takes one."""
+    from det_nb.magics import DetMagics
+
+    spellings = []
+    for action in DetMagics.det_seed.parser._actions:
+        for option in action.option_strings:
+            value = [] if action.nargs == 0 else [sorted(action.choices)[0] if action.choices
+                                                  else "4"]
+            spellings.append([option, *value])
+    return spellings
+
+
+@pytest.mark.parametrize("words", _every_spelling(), ids=" ".join)
+def test_every_spelling_of_every_det_seed_option_keeps_its_meaning(words):
+    """The runner's rebuilt line means what the notebook's line meant, option by option:
+    ``--deterministic-ops`` (strict) was rebuilt as ``--deterministic-ops=warn``."""
+    expected, rebuilt = _kept_meaning(shlex.join(words), Seeding(42, 3))
+    assert rebuilt == expected
+
+
+def _det_seed_words() -> st.SearchStrategy[list[str]]:
+    """Words for any combination of %det_seed's options, each action at most once, in any
+    of its spellings, built from the magic's real parser."""
     from det_nb.magics import DetMagics
 
     text = st.text(st.characters(exclude_characters="\n\r\x00"), min_size=1, max_size=12)
@@ -146,42 +197,83 @@ def _option_words() -> st.SearchStrategy[list[str]]:
     for action in DetMagics.det_seed.parser._actions:
         if not action.option_strings:
             continue
-        long = max(action.option_strings, key=len)
-        values = st.sampled_from(list(action.choices)) if action.choices else text
-        with_value = values.map(lambda value, o=long: [f"{o}={value}"])
-        if isinstance(action, argparse.BooleanOptionalAction):
-            given = st.sampled_from([[o] for o in action.option_strings if o.startswith("--")])
-            if action.nargs == "?":
-                given = st.one_of(given, with_value)
-        elif action.nargs == 0:
-            given = st.just([long])
-        elif action.nargs == "?":
-            given = st.one_of(st.just([long]), with_value)
+        if action.nargs == 0:  # flags: every spelling
+            given = st.sampled_from([[option] for option in action.option_strings])
         else:
-            given = with_value
+            values = (st.sampled_from(sorted({*action.choices, *map(str.upper, action.choices)}))
+                      if action.choices else text)
+            given = st.builds(_with_value, st.sampled_from(action.option_strings), values,
+                              st.booleans())
         per_option.append(st.one_of(st.just([]), given))
     return st.tuples(*per_option).flatmap(
         lambda chosen: st.permutations([words for words in chosen if words])
     ).map(lambda groups: [word for words in groups for word in words])
 
 
-@settings(max_examples=200, deadline=None)
-@given(seed=st.one_of(st.none(), st.integers(0, 2**31 - 1)), words=_option_words(),
+def _with_value(option: str, value: str, one_word: bool) -> list[str]:
+    """``option`` given ``value``: in one word (``--save=x``, ``-tx``) or two (``--save x``,
+    when the value cannot pass for an option)."""
+    if one_word or value.startswith("-"):
+        return [f"{option}={value}" if option.startswith("--") else option + value]
+    return [option, value]
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.one_of(st.none(), st.integers(0, 2**31 - 1)), words=_det_seed_words(),
        runner=st.tuples(st.integers(0, 2**31 - 1), st.one_of(st.none(), st.integers(0, 9)),
                         st.sampled_from([None, "seedsequence", "determined"])))
 def test_any_det_seed_line_keeps_every_option_but_the_lineage(seed, words, runner):
-    """Rebuilt from the parsed line, the options parse back to the same values."""
+    """parse(rebuild(parse(line))) == parse(line) but for the lineage, with the magic's
+    real parser; a line the magic refuses, the runner refuses."""
+    from IPython.core.error import UsageError
+
     line = shlex.join(([] if seed is None else [str(seed)]) + words)
-    book = notebook(f"%det_seed {line}")
-    seeding = Seeding(*runner)
-    reseed_notebook(book, seeding)
-    before, after = vars(_parse(line)), vars(_parse(book.cells[0].source.removeprefix(
-        "%det_seed ")))
-    expected = {**before, "seed": str(seeding.seed), "trial": None if seeding.trial is None
-                else str(seeding.trial), "load": None}
-    if seeding.scheme is not None:
-        expected["scheme"] = seeding.scheme
-    assert after == expected
+    try:
+        _magic_parse(line)
+    except UsageError:
+        with pytest.raises(ValueError, match=r"^cell 1: its %det_seed line is refused by the "
+                           r"magic: "):
+            reseed_notebook(notebook(f"%det_seed {line}"), Seeding(*runner))
+        return
+    expected, rebuilt = _kept_meaning(line, Seeding(*runner))
+    assert rebuilt == expected
+
+
+def test_a_line_that_would_change_meaning_is_refused(monkeypatch):
+    """Rebuilt lines are parsed again: one that lost an option is refused, not run."""
+    from det_nb.notebook_runner import det_seed_lines
+
+    rebuild = det_seed_lines._option_words
+    monkeypatch.setattr(det_seed_lines, "_option_words", lambda parser, action, value: (
+        [] if action.dest == "deterministic_ops" else rebuild(parser, action, value)))
+    book = notebook("%det_seed 7 --deterministic-ops --quiet")
+    with pytest.raises(ValueError, match=r"^cell 1: its %det_seed line cannot take the "
+                       "runner's seed without changing --deterministic-ops/"
+                       "--deterministic-ops=warn/--no-deterministic-ops$"):
+        reseed_notebook(book, Seeding(42))
+    assert book.cells[0].source == "%det_seed 7 --deterministic-ops --quiet"
+
+
+@pytest.mark.parametrize(("flag", "mode", "setting"), [
+    ("--deterministic-ops", [True, False], True),
+    ("--no-deterministic-ops", [False, False], False),
+    ("--deterministic-ops=warn", [True, True], "warn"),
+])
+def test_a_run_under_the_runners_seed_keeps_the_deterministic_ops_mode(
+    tmp_path, flag, mode, setting
+):
+    """End to end, as trials run a notebook: strict stays strict, off stays off."""
+    from det_nb.notebook_runner import run_notebook
+
+    path = tmp_path / "ops.ipynb"
+    nbformat.write(notebook(f"%load_ext det_nb\n%det_seed 1 {flag} --quiet",
+                            "import torch\nmode = [torch.are_deterministic_algorithms_enabled(),"
+                            " torch.is_deterministic_algorithms_warn_only_enabled()]"), path)
+    run = run_notebook(path, seed=42, trial=3, collect=["mode"])
+    assert run.error is None
+    assert run.record["lineage"]["trial"] == 3
+    assert (run.collected["mode"], run.record["settings"]["deterministic_ops"]) == (
+        mode, setting)
 
 
 def write_json(path: Path, document: dict) -> Path:

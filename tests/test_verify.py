@@ -30,7 +30,8 @@ SEEDED = "%load_ext det_nb\n%det_seed 42 --quiet"
 GOOD = [
     SEEDED,
     "import numpy as np\nx = np.random.rand(3)",
-    "history = [float(x.sum())]\nobject()  # shown as <object object at 0x...>",
+    "history = [float(x.sum())]\n\n\nclass Box:\n    pass\n\n\n"
+    "Box()  # shown as <__main__.Box at 0x...>, compared as Out[3]",
     "# NBVAL_RAISES_EXCEPTION\nraise ValueError('meant to fail')",
     "y = x * 2\nhistory.append(float(y.sum()))\nprint(y.round(3))",
 ]
@@ -83,8 +84,9 @@ def verified(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_reproducible_notebook_verifies_in_one_line(verified: dict) -> None:
     lines = verified["out"].splitlines()
-    # x in cell 2, history in 3, y and history (changed in place) in 5; cell 4's error
-    assert lines[0] == (f"{verified['good']}: identical across 2 runs (5 cells, 4 names and 1 "
+    # x in cell 2, history and Out[3] in 3, y and history (changed in place) in 5; cell 4's
+    # error
+    assert lines[0] == (f"{verified['good']}: identical across 2 runs (5 cells, 5 names and 1 "
                         "error compared)")
 
 
@@ -110,10 +112,15 @@ def test_unseeded_generator_is_reported_at_its_cell_with_its_names(verified: dic
 
 def test_json_report_holds_every_cell_and_name(verified: dict) -> None:
     data = json.loads(verified["report"].read_text())
-    assert (data["format"], data["version"]) == ("det_nb-verify", 2)
+    assert (data["format"], data["version"]) == ("det_nb-verify", 3)
     good, drift = data["notebooks"]
     assert (good["verdict"], drift["verdict"], drift["first_parting_cell"]) == (
         "identical", "parted", 3)
+    assert (drift["parted_after_last_cell"], good["unseeded"], good["notes"]) == (False, [], [])
+    assert good["runs"][0]["cells"][2]["names"]["Out[3]"]["description"] == "Box (0 attributes)"
+    # the look at every name after the last cell: nothing changed unseen, no record in force
+    assert good["runs"][0]["after_last"]["names"] == {}
+    assert drift["runs"][0]["unseeded"] == ["cell 3, line 1: np.random.default_rng()"]
     run = drift["runs"][0]
     assert run["record"]["lineage"]["experiment_seed"] == 42
     assert [cell["index"] for cell in run["cells"]] == [1, 2, 3, 4]
@@ -145,7 +152,7 @@ def test_the_audit_names_an_unseeded_call_in_an_unseeded_notebook(
 def test_against_a_stored_report(verified: dict, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = verify_main([verified["good"], "--against", str(verified["report"])], capsys)
     assert (status, out.strip()) == (0, f"{verified['good']}: identical across the stored run "
-                                        "and 1 fresh run (5 cells, 4 names and 1 error compared)")
+                                        "and 1 fresh run (5 cells, 5 names and 1 error compared)")
     status, out, _ = verify_main([verified["drift"], "--against", str(verified["report"])],
                                  capsys)
     assert status == 1
@@ -505,9 +512,9 @@ def test_printed_progress_verifies_identical_however_the_kernel_flushes_it(
     text into a different number of outputs in every run."""
     path = write_notebook(tmp_path, "progress.ipynb", [
         "%load_ext det_nb\n%det_seed 3 --quiet",
-        "import os\nimport random\nimport time\nfor step in range(15):\n"
+        "import random\nimport time\nfor step in range(15):\n"
         "    print('step', step, round(random.random(), 6))\n"
-        "    time.sleep(0.01 + os.urandom(1)[0] / 2500)  # cut differently in every run",
+        "    time.sleep(0.01 + time.perf_counter_ns() % 100 / 1000)  # cut differently each run",
     ])
     status, out, _ = verify_main([path, "--runs", "3"], capsys)
     assert (status, out) == (0, f"{path}: identical across 3 runs (2 cells, 1 names compared)\n")
@@ -555,7 +562,8 @@ def test_keras_fit_with_its_progress_bar_and_timeit_verify_identical(tmp_path: P
         "%timeit float(np.abs(x).sum())",
     ])
     verdict = verify.verify_notebook(path, runs=2, vary=(), timeout=600)
-    assert verdict.text() == f"{path}: identical across 2 runs (4 cells, 3 names compared)"
+    # x and y; model and the History fit returns (displayed: Out[3]); stderr compared too
+    assert verdict.text() == f"{path}: identical across 2 runs (4 cells, 4 names compared)"
     fit, timed = verdict.runs[0].cells[2], verdict.runs[0].cells[3]
     assert "Epoch 3/3\n8/8 ━━━━━━━━━━━━━━━━━━━━ <time> <time>/step - loss: " in fit.outputs_text
     assert fit.outputs_text.endswith(
@@ -703,3 +711,262 @@ def test_a_drifting_torch_tensor_is_parted_and_located(families: dict) -> None:
     assert report[2].startswith("    weights: torch.Tensor float32 (4,): 4 of 4 elements "
                                 "differ; max abs difference ")
     assert families["status"] == 1
+
+
+# -- values changed without being named, displayed results, stderr, the notebook's kernel,
+# -- unseeded randomness on record
+
+# The weights depend on the kernel's pid: cell 4 changes model through the optimizer, which
+# holds its parameters, and never names it.
+OPTIMIZER_STEP = [
+    SEEDED,
+    "import hashlib\nimport os\nimport torch\nmodel = torch.nn.Linear(2, 1)\n"
+    "opt = torch.optim.SGD(model.parameters(), lr=0.1)",
+    "model(torch.ones(1, 2)).sum().backward()\n"
+    "model.weight.grad += int.from_bytes(hashlib.sha256(str(os.getpid()).encode()).digest()"
+    "[:2], 'little')",
+    "opt.step()",
+    "print('done')",
+]
+# A closure writes into an array the notebook keeps.
+CLOSURE = [
+    SEEDED,
+    "import numpy as np\nimport os\n\n\ndef make():\n    w = np.zeros(3)\n\n"
+    "    def update():\n        w[:] = os.getpid()\n    return w, update\n\n\nw, update = make()",
+    "update()",
+]
+
+
+@pytest.fixture(scope="module")
+def unnamed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """verify of notebooks whose values a cell changes without naming them."""
+    folder = tmp_path_factory.mktemp("unnamed")
+    paths = {
+        "step": write_notebook(folder, "step.ipynb", OPTIMIZER_STEP),
+        "closure": write_notebook(folder, "closure.ipynb", CLOSURE),
+        # a later cell names model: it must not be blamed for what cell 4 did
+        "step_then_named": write_notebook(folder, "named.ipynb", [
+            *OPTIMIZER_STEP[:-1], "print(model.weight.sum().item())"]),
+    }
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = verify.main(list(paths.values()))
+    return {"status": status, "out": out.getvalue(), "paths": paths}
+
+
+def _report(found: dict, key: str) -> list[str]:
+    out, path = found["out"], found["paths"][key]
+    return out[out.index(f"{path}: "):].split("\n/")[0].splitlines()
+
+
+@pytest.mark.parametrize(("key", "cell", "name"), [
+    ("step", "4: opt.step()", "model: torch.nn.Module: state_dict['weight']: 2 of 2 elements "
+     "differ; max abs difference "),
+    ("closure", "3: update()", "w: ndarray float64 (3,): 3 of 3 elements differ; max abs "
+     "difference "),
+    ("step_then_named", "4: opt.step()", "model: torch.nn.Module: state_dict['weight']: "),
+])
+def test_a_value_a_cell_changed_without_naming_it_is_caught_at_that_cell(
+    unnamed: dict, key: str, cell: str, name: str
+) -> None:
+    """a_opt.ipynb and b_closure.ipynb were "identical", exit 0: a value is fingerprinted
+    after the cells that name it, and no cell named these. The look at every name after
+    the last cell catches them; runs made again with them fingerprinted after every cell
+    find the cell."""
+    report = _report(unnamed, key)
+    assert unnamed["status"] == 1
+    assert report[0] == f"{unnamed['paths'][key]}: runs parted at cell {cell}"
+    assert report[2].startswith(f"    {name}")
+    changed = report[2].split(":")[0].strip()
+    assert report[3] == (f"    {changed}: changed by this cell through another reference (found "
+                         "by runs made again that fingerprinted it after every cell)")
+
+
+def _after_last_run(label: str, digest: str) -> verify.RunData:
+    """A run of a 3-cell notebook whose ``model``, last named in cell 1, differs only in the
+    look after the last cell (as a stored run, it cannot be run again)."""
+    model = NameFingerprint("model", "aa", "torch.nn.Module", "value")
+    cells = [CellResult(1, "model = make()", {"model": model}, "o"),
+             CellResult(2, "opt.step()", {}, "o"), CellResult(3, "print('done')", {}, "o")]
+    after = CellResult(4, "", {"model": NameFingerprint("model", digest, "torch.nn.Module",
+                                                        "value")}, "o")
+    return verify.RunData(label, {}, cells, {}, None, [], None, after_last=after)
+
+
+def test_a_difference_seen_only_after_the_last_cell_is_reported_so() -> None:
+    verdict = verify.compare_runs("nb.ipynb", [_after_last_run("stored run 1", "bb"),
+                                               _after_last_run("fresh run 1", "cc")])
+    assert verdict.status == "parted" and verdict.parted_after_last_cell
+    assert verdict.text().splitlines() == [
+        "nb.ipynb: runs parted after the last cell (cell 3)",
+        "  stored run 1 vs fresh run 1:",
+        "    model: torch.nn.Module: different values",
+        "  a cell changed these values without naming them (through another reference: an "
+        "optimizer's step() changes its model, a closure writes into an array), so no cell is "
+        "blamed:",
+        "    model: equal after cell 1, the last cell it was compared in; changed by cell "
+        "2 or a later one",
+    ]
+    report = verify.to_json([verdict])["notebooks"][0]
+    assert (report["verdict"], report["first_parting_cell"],
+            report["parted_after_last_cell"]) == ("parted", 4, True)
+    same = verify.compare_runs("nb.ipynb", [_after_last_run("run 1", "bb"),
+                                            _after_last_run("run 2", "bb")])
+    assert same.text() == "nb.ipynb: identical across 2 runs (3 cells, 2 names compared)"
+
+
+def test_a_displayed_result_is_compared_by_its_value_not_its_rounded_repr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """disp.ipynb, disp2.ipynb: NumPy shows 8 digits, so the text was equal and the value
+    was compared by no name ("identical ... 0 names compared", "every value is equal")."""
+    pid = "(os.getpid() % 7 + 1) * 1e-12"
+    array = write_notebook(tmp_path, "array.ipynb", [
+        "import os\nimport numpy as np", f"np.array([1.0 + {pid}])"])
+    listed = write_notebook(tmp_path, "listed.ipynb", [
+        "import os\nimport numpy as np", f"np.array([1.0 + {pid}]).tolist()", "x = 1"])
+    status, out, _ = verify_main([array, listed], capsys)
+    assert status == 1
+    report = out[out.index(array):out.index(listed)].splitlines()
+    assert report[:3] == [f"{array}: runs parted at cell 2: np.array([1.0 + {pid}])",
+                          "  run 1 vs run 2:",
+                          report[2]]
+    assert report[2].startswith("    Out[2]: ndarray float64 (1,): 1 of 1 elements differ; max "
+                                "abs difference ")
+    assert "printed output" not in out
+    report = out[out.index(listed):].splitlines()
+    assert report[2].startswith("    Out[2][0]: float differs by ")
+    assert report[3] == "    the cell's outputs differ"
+
+
+def test_stderr_and_printed_checksums_are_compared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """outs2.ipynb was "identical": stderr was left out, and every 0x number was masked."""
+    logged = write_notebook(tmp_path, "logged.ipynb", [
+        "import logging\nimport os\n\n\ndef evaluate():\n"
+        "    logging.warning('accuracy %d', os.getpid() % 1000)\n\n\nevaluate()"])
+    checksum = write_notebook(tmp_path, "checksum.ipynb", [
+        "import os\nimport zlib\n\n\ndef checksum():\n"
+        "    return zlib.crc32(str(os.getpid()).encode()) | 0x10000000\n\n\n"
+        "print(f'results checksum {checksum():#x}')"])
+    printed = write_notebook(tmp_path, "stderr.ipynb", [
+        "import os\nimport sys\n\n\ndef run():\n    print('loss', os.getpid(), file=sys.stderr)"
+        "\n\n\nrun()"])
+    status, out, _ = verify_main([logged, checksum, printed], capsys)
+    assert status == 1
+    lines = out.splitlines()
+    for path, line, shown in ((logged, 2, "WARNING:root:accuracy "),
+                              (checksum, 1, "results checksum 0x"), (printed, 2, "loss ")):
+        start = lines.index(f"{path}: runs parted at cell 1: import {path_first(path)}")
+        assert lines[start + 1:start + 4] == [
+            "  run 1 vs run 2:", "    only the printed output differs; every value is equal",
+            f"    first differing output line (line {line}):"]
+        assert lines[start + 4].startswith(f"      run 1: '{shown}")
+        assert lines[start + 5].startswith(f"      run 2: '{shown}")
+
+
+def path_first(path: str) -> str:
+    """What follows ``import`` on the first line of the notebooks above."""
+    return {"logged.ipynb": "logging", "checksum.ipynb": "os", "stderr.ipynb": "os"}[
+        Path(path).name]
+
+
+@pytest.fixture(scope="module")
+def det_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A det_nb kernelspec seeding 42 at start (PYTHONHASHSEED=0 in its env), installed
+    under a prefix Jupyter finds only through JUPYTER_PATH."""
+    import subprocess
+    import sys
+
+    prefix = tmp_path_factory.mktemp("kernels")
+    subprocess.run([sys.executable, "-m", "det_nb", "kernel", "install", "--name", "detk",
+                    "--seed", "42", "--prefix", str(prefix)], check=True, capture_output=True)
+    return prefix / "share" / "jupyter"
+
+
+def write_det_kernel_notebook(folder: Path, name: str, cells: list[str]) -> str:
+    path = write_notebook(folder, name, cells)
+    document = json.loads(Path(path).read_text())
+    document["metadata"]["kernelspec"] = {"name": "detk", "language": "python",
+                                          "display_name": "det"}
+    Path(path).write_text(json.dumps(document))
+    return path
+
+
+def test_the_notebooks_own_kernel_runs_and_another_is_named(
+    tmp_path: Path, det_kernel: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kspec.ipynb: seeded by its det_nb kernel (nbconvert gives the same value twice),
+    verify started python3 and parted."""
+    path = write_det_kernel_notebook(tmp_path, "kspec.ipynb",
+                                     ["import random\nx = random.random()"])
+    monkeypatch.delenv("JUPYTER_PATH", raising=False)
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    status, out, _ = verify_main([path], capsys)
+    assert status == 1
+    assert out.splitlines()[-1] == ("  note: the notebook's kernel 'detk' is not installed "
+                                    "here: ran 'python3' instead")
+    monkeypatch.setenv("JUPYTER_PATH", str(det_kernel))
+    assert verify_main([path], capsys)[:2] == (
+        0, f"{path}: identical across 2 runs (1 cells, 1 names compared)\n")
+    run = run_notebook(path, collect=["x"])  # what trials run, too
+    assert (run.notes, run.record["lineage"]["experiment_seed"]) == ((), 42)
+    assert run.collected["x"] == random.Random(42).random()
+    assert run.environment["hash_randomization"] is False  # the kernelspec's PYTHONHASHSEED=0
+
+
+def test_vary_sets_its_condition_over_the_kernelspecs_own(
+    tmp_path: Path, det_kernel: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The det_nb kernelspec fixes PYTHONHASHSEED=0 in its env, which Jupyter applies last:
+    --vary hashseed still gives run 1 and run 2 the hash seeds the report names."""
+    monkeypatch.setenv("JUPYTER_PATH", str(det_kernel))
+    path = write_det_kernel_notebook(tmp_path, "sets.ipynb", [
+        "labels = ['cat', 'dog', 'emu', 'fox', 'gnu', 'yak']", "order = list(set(labels))"])
+    assert verify_main([path], capsys)[0] == 0
+    status, out, _ = verify_main([path, "--vary", "hashseed"], capsys)
+    assert status == 1
+    assert out.startswith(f"{path}: runs parted at cell 2: order = list(set(labels))\n")
+
+
+DRAWS_AND_DISCARDS = ["%load_ext det_nb\n%det_seed 1 --quiet",
+                      "import uuid\nrun_id = uuid.uuid4()\ndel run_id  # not kept", "x = 1"]
+
+
+def test_unseeded_randomness_on_record_is_not_proven(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cell drew OS entropy: every value compared equal, but the verdict is not proven (the
+    live status says NOT reproducible for the same record); a hard %reset clears the
+    record, as it does for the status."""
+    path = write_notebook(tmp_path, "drawn.ipynb", DRAWS_AND_DISCARDS)
+    report = tmp_path / "report.json"
+    status, out, _ = verify_main([path, "--json", str(report)], capsys)
+    assert (status, out.splitlines()) == (3, [
+        f"{path}: not proven across 2 runs: 1 call drew unseeded randomness (3 cells, 1 names "
+        "compared and equal)",
+        "  unseeded randomness (det_nb's entropy audit; what it drew is not reproducible):",
+        "    cell 2, line 2: uuid.uuid4()"])
+    data = json.loads(report.read_text())["notebooks"][0]
+    assert (data["verdict"], data["unseeded"], data["not_compared"]) == (
+        "not proven", ["cell 2, line 2: uuid.uuid4()"], [])
+    assert verify_main([path, "--allow-unchecked"], capsys)[:2] == (0, out)
+    assert verify_main([path, "--against", str(report)], capsys)[0] == 3
+    reset = write_notebook(tmp_path, "reset.ipynb", [*DRAWS_AND_DISCARDS, "%reset -f",
+                                                     "y = 2"])
+    # x, its deletion by %reset (not the uuid module's: code), y
+    assert verify_main([reset], capsys)[:2] == (
+        0, f"{reset}: identical across 2 runs (5 cells, 3 names compared)\n")
+
+
+def test_an_empty_cell_repeats_nothing_of_the_cell_before(tmp_path: Path) -> None:
+    """nbclient runs no empty cell: it has no names, and the audit's records keep their
+    cell numbers (the empty cell took the previous cell's answer and its number)."""
+    path = write_notebook(tmp_path, "gaps.ipynb", ["import uuid\nx = 1\nuuid.uuid4();", "",
+                                                   "y = 2"])
+    run = run_notebook(path)
+    assert [list(cell.names) for cell in run.cells] == [["x"], [], ["y"]]
+    assert run.unseeded == ["cell 1, line 3: uuid.uuid4()"]

@@ -30,6 +30,8 @@ from det_nb.notebook_runner.kernel_run import (
     NameFingerprint,
     NotebookRun,
     live_kernels,
+    notebook_kernel,
+    result_name,
     run_notebook,
     run_sync,
 )
@@ -45,7 +47,7 @@ from det_nb.notebook_runner.outputs import (
 __all__ = [
     "BUILT_IN", "MAX_NOTEBOOK_BYTES", "CellResult", "KernelRun", "LoadedNotebook",
     "NameFingerprint", "NotebookRun", "Sanitizer", "Seeding", "live_kernels", "load_notebook",
-    "load_sanitize_file", "outputs_digest", "reader_text", "refuse_notebook_target",
-    "refuse_repeated_options", "reseed_notebook", "run_notebook", "run_sync", "seeding_from",
-    "validate_names",
+    "load_sanitize_file", "notebook_kernel", "outputs_digest", "reader_text",
+    "refuse_notebook_target", "refuse_repeated_options", "reseed_notebook", "result_name",
+    "run_notebook", "run_sync", "seeding_from", "validate_names",
 ]

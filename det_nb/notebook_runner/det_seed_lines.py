@@ -5,8 +5,12 @@ Each ``%det_seed`` line is parsed with the magic's own parser
 rebuilt from what it parsed: the seed and trial (and the scheme, when the runner gives
 one) are the runner's, ``--load`` is dropped (it would replay another lineage), and every
 other option keeps its value. The rebuilding walks the parser's own actions, so an
-option the magic gains later is carried over without a change here. A line the magic
-would refuse is refused here, before any kernel starts.
+option the magic gains later is carried over without a change here; a flag spelt in
+several ways, each with a value of its own (``--deterministic-ops``,
+``--deterministic-ops=warn``, ``--no-deterministic-ops``), keeps its spelling. The
+rebuilt line is parsed again and refused unless every kept option has its value. A line
+the magic would refuse (its parser, or a contradiction it refuses) is refused here,
+before any kernel starts.
 
 A notebook without a ``%det_seed`` line is seeded before its first cell: the caller
 passes the :class:`Seeding` to the kernel run explicitly (nothing in the notebook file
@@ -93,47 +97,59 @@ def reseed_notebook(notebook: Any, seeding: Seeding) -> bool:
 
 
 def _rebuilt_arguments(arguments: str, seeding: Seeding, cell: int) -> str:
-    """``%det_seed``'s ``arguments`` with the seeding's lineage, as one quoted line."""
+    """``%det_seed``'s ``arguments`` with the seeding's lineage, as one quoted line.
+
+    Parsed as the magic parses (and refused where it refuses), rebuilt from the parser's
+    actions, then parsed again: every option the runner does not replace must come back
+    with the value it had, or the line is refused rather than run with another meaning.
+    """
     from IPython.core.error import UsageError
 
-    from det_nb.magics import DetMagics, _split
+    from det_nb.files import printable
+    from det_nb.magics import DetMagics, _check_combination, _parse
 
-    parser = DetMagics.det_seed.parser
-    parser.allow_abbrev = False  # as the magic parses: "--tri 3" is not --trial
+    magic = DetMagics.det_seed
     try:
-        parsed = parser.parse_args(_split(arguments))
+        parsed = _parse(magic, arguments)
+        _check_combination(parsed)
     except (UsageError, argparse.ArgumentError) as error:
-        from det_nb.files import printable
-
         raise ValueError(f"cell {cell}: its %det_seed line is refused by the magic: "
                          f"{printable(str(error))}") from None
     replaced = {*_REPLACED, *(("scheme",) if seeding.scheme is not None else ())}
+    kept = [action for action in magic.parser._actions if action.dest not in replaced]
     words = seeding.magic_arguments().split()
-    for action in parser._actions:
-        if action.dest not in replaced:
-            words += _option_words(action, getattr(parsed, action.dest, None))
-    return shlex.join(words)
+    for action in kept:
+        words += _option_words(magic.parser, action, getattr(parsed, action.dest, None))
+    line = shlex.join(words)
+    again = _parse(magic, line)
+    for action in kept:
+        if getattr(again, action.dest, None) != getattr(parsed, action.dest, None):
+            raise ValueError(f"cell {cell}: its %det_seed line cannot take the runner's seed "
+                             f"without changing {'/'.join(action.option_strings)}")
+    return line
 
 
-def _option_words(action: argparse.Action, value: object) -> list[str]:
+def _option_words(parser: argparse.ArgumentParser, action: argparse.Action,
+                  value: object) -> list[str]:
     """The words that give ``action`` the parsed ``value``; none when it was not given.
 
     Generic over argparse's kinds of option, so that an option the magic gains (a flag,
-    a value, an optional value such as ``--deterministic-ops[=warn]``, a repeatable one)
-    is carried over as it was given.
+    a value, an optional value, a repeatable one) is carried over as it was given. An
+    option that takes no value is given by the option string that sets ``value`` when
+    ``action`` is applied to it: a flag with several spellings, each setting a value of
+    its own (``--deterministic-ops``, ``--deterministic-ops=warn``,
+    ``--no-deterministic-ops``), keeps the one it was given.
     """
     if value is None or value == action.default:
         return []
     if not action.option_strings:  # another positional argument
         return [str(item) for item in value] if isinstance(value, list) else [str(value)]
     longest = max(action.option_strings, key=len)
-    if isinstance(action, argparse.BooleanOptionalAction) and isinstance(value, bool):
-        return [next(option for option in action.option_strings
-                     if option.startswith("--") and option.startswith("--no-") is not value)]
     if isinstance(action, argparse._CountAction):
         return [longest] * int(value)
-    if action.nargs == 0:  # store_true, store_const and the like
-        return [longest]
+    if action.nargs == 0:  # store_true, store_const, --flag/--no-flag and the like
+        option = _option_setting(parser, action, value)
+        return [] if option is None else [option]
     if action.nargs == "?" and value == action.const:  # given without its optional value
         return [longest]
     if isinstance(action, argparse._AppendAction):
@@ -141,3 +157,16 @@ def _option_words(action: argparse.Action, value: object) -> list[str]:
     if isinstance(value, list):  # nargs "*", "+" or a number
         return [longest, *map(str, value)]
     return [f"{longest}={value}"]
+
+
+def _option_setting(parser: argparse.ArgumentParser, action: argparse.Action,
+                    value: object) -> str | None:
+    """The option string of a flag-like ``action`` that, given alone, sets ``value``
+    (spelt-out options first); None if none does (the rebuilt line is then refused)."""
+    spellings = sorted(action.option_strings, key=lambda option: not option.startswith("--"))
+    for option in spellings:
+        namespace = argparse.Namespace(**{action.dest: action.default})
+        action(parser, namespace, [], option)
+        if getattr(namespace, action.dest) == value:
+            return option
+    return None

@@ -4,9 +4,11 @@ Each run starts a new kernel (nbclient) in the notebook's folder, with extra env
 variables that act at start (hash seed, CPU kernels) and, where asked, restricted to
 some CPUs (:mod:`~det_nb.notebook_runner.cpu_affinity`). The probe
 (:mod:`~det_nb.notebook_runner.probe`) fingerprints, after every code cell, each name the
-cell assigned, deleted or changed in place; its answers and a hash of the cell's outputs
-as a reader sees them (:mod:`~det_nb.notebook_runner.outputs`) make the
-:class:`CellResult`.
+cell assigned, deleted or changed in place, and its displayed result; its answers and a
+hash of the cell's outputs as a reader sees them (:mod:`~det_nb.notebook_runner.outputs`)
+make the :class:`CellResult`. After the last cell every name is fingerprinted once more
+(:attr:`NotebookRun.after_last`). The kernel is the notebook's own kernelspec where it is
+installed (:func:`notebook_kernel`).
 
 :class:`KernelRun` drives one kernel cell by cell, so several runs can go in lockstep
 (verify compares them as they go); :func:`run_notebook` is one run from start to end.
@@ -41,6 +43,8 @@ from det_nb.notebook_runner.outputs import BUILT_IN, Sanitizer, error_text, read
 
 #: Added to every kernel's environment: TensorFlow's start-up logs say nothing useful here.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+#: The kernel a notebook runs in when its own is not installed here (or it names none).
+DEFAULT_KERNEL = "python3"
 #: Cells that are meant to raise (nbval's markers); their errors do not stop a run.
 _RAISES_TAG = "raises-exception"
 _RAISES_MARKER = "# NBVAL_RAISES_EXCEPTION"
@@ -65,7 +69,13 @@ class NameFingerprint:
 
 @dataclass
 class CellResult:
-    """What one code cell left behind: the names it changed and a hash of its outputs."""
+    """What one code cell left behind: the names it changed and a hash of its outputs.
+
+    ``names`` holds the cell's displayed result too (the value of its last expression), as
+    ``Out[k]`` (k: ``index``). After the last cell, a run looks at every name once more:
+    that look is a :class:`CellResult` too (:attr:`NotebookRun.after_last`), with the
+    names whose values a cell changed without naming them (through another reference).
+    """
 
     index: int  # 1-based among code cells
     first_line: str
@@ -77,6 +87,8 @@ class CellResult:
     #: The cell's calls that drew from OS entropy or seeded from a clock, as the entropy
     #: audit describes them, cells numbered as here ("cell 6, line 1: uuid.uuid4()").
     unseeded: list[str] = field(default_factory=list)
+    #: Names fingerprinted again after the cell and found unchanged (fresh runs only).
+    looked_at: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,6 +104,13 @@ class NotebookRun:
     error: str | None = None  # "cell k: ename: evalue" for the first failing cell
     environment: dict[str, Any] = field(default_factory=dict)  # run_record.environment()
     repairs: tuple[str, ...] = ()  # schema repairs made to the copy that ran
+    #: Every name looked at once more after the last cell (None if the run did not end).
+    after_last: CellResult | None = None
+    #: The entropy audit's records still in force after the last cell (what det_nb's
+    #: status lists; a hard %reset clears them), one line each.
+    unseeded: list[str] = field(default_factory=list)
+    #: Notes on how the run was made, one line each (the kernel that ran instead).
+    notes: tuple[str, ...] = ()
 
 
 def run_notebook(
@@ -102,7 +121,7 @@ def run_notebook(
     trial: int | None = None,
     collect: Sequence[str] = (),
     timeout: float = 600,
-    kernel_name: str = "python3",
+    kernel_name: str | None = None,
     scheme: str | None = None,
     allow_errors: bool = False,
     sanitizer: Sanitizer = BUILT_IN,
@@ -115,7 +134,8 @@ def run_notebook(
     after the last cell (JSON values as they are, other values as
     :class:`NameFingerprint`; undefined names are left out). A cell error stops the run
     and is reported in ``error``, unless ``allow_errors``: then the error is part of the
-    cell's result and the run goes on. ValueError (one line) for a path that is not a
+    cell's result and the run goes on. ``kernel_name``: None starts the notebook's own
+    kernel (see :func:`notebook_kernel`). ValueError (one line) for a path that is not a
     readable notebook, a ``%det_seed`` line the magic refuses, or bad arguments.
     """
     loaded = load_notebook(path)
@@ -138,6 +158,33 @@ def run_notebook(
         return result
 
     return run_sync(one_run())
+
+
+def notebook_kernel(notebook: Any) -> tuple[str, str | None]:
+    """(the kernel to start for ``notebook``, a note or None).
+
+    The notebook's own kernelspec (``metadata.kernelspec.name``) where it is installed
+    here, as Jupyter would start it: a det_nb kernelspec sets what acts only at start (hash
+    seed, thread and CPU-kernel variables) and may seed the kernel. Else ``python3``, with
+    a one-line note saying which kernel ran instead.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    from det_nb.files import printable
+
+    wanted = notebook.metadata.get("kernelspec", {}).get("name")
+    if not wanted or wanted == DEFAULT_KERNEL:
+        return DEFAULT_KERNEL, None
+    try:
+        KernelSpecManager().get_kernel_spec(wanted)
+    except NoSuchKernel:
+        why = "is not installed here"
+    except Exception as error:  # a kernel.json that cannot be read
+        why = f"cannot be read here ({_one_line(error)})"
+    else:
+        return wanted, None
+    return DEFAULT_KERNEL, (f"the notebook's kernel {printable(wanted)!r} {why}: ran "
+                            f"{DEFAULT_KERNEL!r} instead")
 
 
 def live_kernels() -> int:
@@ -209,7 +256,11 @@ class KernelRun:
     ``seeding`` imposes a lineage (see :mod:`~det_nb.notebook_runner.det_seed_lines`);
     ``cpus`` restricts the kernel to those CPUs from its start; ``allow_errors`` lets a
     run go on past a cell that raises (the error is compared as the cell's result).
-    ValueError (one line) for a ``%det_seed`` line the magic refuses.
+    ``kernel_name``: None starts the notebook's own kernel where it is installed, else
+    ``python3`` (:func:`notebook_kernel`; the note is in ``notes``). ``env`` is set at
+    the kernel's start over the kernelspec's own variables. ``watched``: names
+    fingerprinted after every cell, whether or not the cell names them. ValueError (one
+    line) for a ``%det_seed`` line the magic refuses.
     """
 
     def __init__(
@@ -219,11 +270,12 @@ class KernelRun:
         *,
         env: dict[str, str] | None = None,
         timeout: float = 600,
-        kernel_name: str = "python3",
+        kernel_name: str | None = None,
         seeding: Seeding | None = None,
         cpus: frozenset[int] | None = None,
         allow_errors: bool = False,
         sanitizer: Sanitizer = BUILT_IN,
+        watched: Sequence[str] = (),
     ) -> None:
         from nbclient import NotebookClient
 
@@ -232,9 +284,15 @@ class KernelRun:
         self._seed_at_start = seeding
         if seeding is not None and reseed_notebook(self.notebook, seeding):
             self._seed_at_start = None  # the notebook's own %det_seed lines apply it
-        self.env = {**os.environ, **QUIET_ENV, **(env or {})}
+        self.notes: tuple[str, ...] = ()
+        if kernel_name is None:
+            kernel_name, note = notebook_kernel(self.notebook)
+            self.notes = (note,) if note else ()
+        self.given_env = dict(env or {})
+        self.env = {**os.environ, **QUIET_ENV, **self.given_env}
         self.timeout = timeout
         self.kernel_name = kernel_name
+        self.watched = validate_names(watched)
         self.cpus = cpus
         self.allow_errors = allow_errors
         self.sanitizer = sanitizer
@@ -250,6 +308,8 @@ class KernelRun:
         self.status_warnings: list[str] = []
         self.collected: dict[str, object] = {}
         self.environment: dict[str, Any] = {}
+        self.after_last: CellResult | None = None
+        self.unseeded: list[str] = []
         self._positions = [i for i, c in enumerate(self.notebook.cells) if c.cell_type == "code"]
         self._cell_of_count: dict[int, int] = {}  # the kernel's execution count -> code cell
         self._started = 0.0
@@ -264,12 +324,14 @@ class KernelRun:
         try:
             self.client.km = pinned_manager(self.cpus, kernel_name=self.kernel_name,
                                             config=self.client.config)
+            _set_over_kernelspec(self.client.km, self.given_env)
             await self.client.async_start_new_kernel(
                 env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 cwd=str(Path(self.path).parent),
             )
             await self.client.async_start_new_kernel_client()
-            started = await self._call(f"{_PROBE}.install_probe(get_ipython())")
+            started = await self._call(
+                f"{_PROBE}.install_probe(get_ipython(), {list(self.watched)!r})")
             if self.cpus is not None and set(started["cpus"] or ()) != self.cpus:
                 self.error = (f"the kernel did not start on the CPUs asked for: it may use "
                               f"{_cpu_list(started['cpus'])}, not {_cpu_list(self.cpus)}")
@@ -288,6 +350,10 @@ class KernelRun:
         position = self._positions[len(self.cells)]
         cell = self.notebook.cells[position]
         number = len(self.cells) + 1
+        if not cell.source.strip():  # nbclient runs no empty cell: nothing to fingerprint
+            result = CellResult(number, "", {}, text_digest(""), outputs_text="")
+            self.cells.append(result)
+            return result
         from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
         try:
@@ -306,10 +372,14 @@ class KernelRun:
             self.error = f"cell {number}: det_nb could not fingerprint it: {probe_error}"
             return None
         names = {name: NameFingerprint(name, *fields) for name, fields in taken["names"].items()}
+        if taken["result"] is not None:
+            shown = result_name(number)
+            names[shown] = NameFingerprint(shown, *taken["result"])
         self._cell_of_count[taken["count"]] = number
         text = reader_text(cell.outputs, self.sanitizer)
         result = CellResult(number, _first_line(cell.source), names, text_digest(text), error,
-                            text, [self._unseeded(record) for record in taken["unseeded"]])
+                            text, [self._unseeded(record) for record in taken["unseeded"]],
+                            tuple(taken["looked"]))
         self.cells.append(result)
         if error is not None and not self.allow_errors and not _raises_on_purpose(cell):
             self.error = f"cell {number}: {error}"
@@ -325,7 +395,9 @@ class KernelRun:
         return describe(numbered)
 
     async def finish(self, collect: Sequence[str] = ()) -> None:
-        """Read the run record, det_nb's warnings and the ``collect`` names."""
+        """After the last cell: look at every name once more (``after_last``), read the
+        audit's records still in force (``unseeded``), the run record, det_nb's warnings
+        and the ``collect`` names."""
         if self.error is not None:
             return
         try:
@@ -333,6 +405,14 @@ class KernelRun:
         except RuntimeError as error:
             self.error = f"after the last cell: det_nb could not read the results: {error}"
             return
+        after = final["after_last"]
+        number = len(self.cells) + 1
+        self.after_last = CellResult(
+            number, "", {name: NameFingerprint(name, *fields)
+                         for name, fields in after["names"].items()},
+            text_digest(""), outputs_text="",
+            unseeded=[self._unseeded(record) for record in after["unseeded"]])
+        self.unseeded = [self._unseeded(record) for record in final["unseeded"]]
         self.record = final["record"]
         self.status_warnings = final["warnings"]
         self.environment = final["environment"]
@@ -343,8 +423,11 @@ class KernelRun:
         }
 
     async def dump_values(self, names: Sequence[str], file: str | os.PathLike[str]) -> None:
-        """Write snapshots of ``names`` as they are now to ``file`` (to describe differences)."""
-        await self._call(f"{_SNAPSHOTS}.dump_values({list(names)!r}, {str(file)!r})")
+        """Write snapshots of ``names`` as they are now to ``file`` (to describe differences);
+        the last cell's ``Out[k]`` is its displayed result."""
+        shown = result_name(len(self.cells))
+        await self._call(f"{_SNAPSHOTS}.dump_values({list(names)!r}, {str(file)!r}, "
+                         f"{shown!r})")
 
     async def stop(self) -> None:
         """Shut the kernel down (safe to call more than once)."""
@@ -387,7 +470,8 @@ class KernelRun:
         """What this run found."""
         return NotebookRun(
             self.path, self.cells, self.record, self.status_warnings, self.collected,
-            self._seconds, self.error, self.environment,
+            self._seconds, self.error, self.environment, after_last=self.after_last,
+            unseeded=self.unseeded, notes=self.notes,
         )
 
     async def _call(self, expression: str) -> Any:
@@ -400,6 +484,21 @@ class KernelRun:
         if answer.get("status") != "ok":
             raise RuntimeError(f"{answer.get('ename')}: {_one_line(answer.get('evalue', ''))}")
         return json.loads(ast.literal_eval(answer["data"]["text/plain"]))
+
+
+def result_name(number: int) -> str:
+    """The name a code cell's displayed result is compared under: ``Out[number]``."""
+    return f"Out[{number}]"
+
+
+def _set_over_kernelspec(manager: Any, env: dict[str, str]) -> None:
+    """Make ``env`` win over the kernelspec's own ``env`` (which Jupyter applies last):
+    what a run was asked to set at start (``verify --vary``) is what the kernel gets."""
+    if not env:
+        return
+    spec = manager.kernel_spec
+    if spec is not None and spec.env:
+        spec.env = {**spec.env, **env}
 
 
 def _cpu_list(cpus: Sequence[int] | frozenset[int] | None) -> str:

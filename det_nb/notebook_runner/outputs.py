@@ -4,7 +4,10 @@ What a reader of a notebook sees is stable where the bytes the kernel sends are 
 
 - Printed text arrives in stream outputs cut by the kernel's timed flushes, so a loop
   that prints with a short sleep gives three outputs in one run and five in another.
-  Consecutive stream outputs of one name are joined before anything is compared.
+  Stream outputs are joined per stream (stdout, stderr) between two rich outputs before
+  anything is compared: each stream is flushed on its own clock, so how stdout and
+  stderr interleave is timing, while what each says, and what comes before a display or
+  an error, is not.
 - A progress bar redraws its line with carriage returns and backspaces as often as time
   allows; a reader sees the last drawing. The text is rendered as a terminal shows it:
   colour codes dropped, ``\\r`` and ``\\b`` applied, trailing spaces (padding over an
@@ -12,12 +15,15 @@ What a reader of a notebook sees is stable where the bytes the kernel sends are 
 - Durations, rates and memory addresses differ in every run whatever the seed. Built-in
   patterns (:data:`BUILT_IN_PATTERNS`) replace them with placeholders: Keras progress
   bars (``ms/step``, ``ETA``, elapsed seconds), tqdm (``it/s``, ``[00:01<00:02, ...]``),
-  ``%timeit`` and ``%%time`` reports, memory addresses. A user adds regular expressions
-  in a file of nbval's sanitize format (:func:`load_sanitize_file`).
+  ``%timeit`` and ``%%time`` reports, memory addresses in object reprs (``<... at
+  0x7f...>``; other hexadecimal numbers, a printed checksum, are compared), the kernel's
+  process id in the file names it gives cells (warnings name them). A user adds regular
+  expressions in a file of nbval's sanitize format (:func:`load_sanitize_file`).
 
-Left out entirely: stderr (warnings, tqdm's default stream), widget model ids,
-execution counts, and det_nb's own dashboard (it shows the environment, which the run
-records compare). Images and other binary outputs are compared by a hash.
+stderr is compared like stdout (warnings, logging, tqdm's default stream), after a
+``[stderr]`` line. Left out entirely: widget model ids, execution counts, and det_nb's own
+dashboard (it shows the environment, which the run records compare). Images and other
+binary outputs are compared by a hash.
 
 :func:`reader_text` is the normalised text of a cell's outputs; :func:`outputs_digest`
 hashes exactly that text, so two cells whose digests differ always show a differing line
@@ -72,8 +78,10 @@ BUILT_IN_PATTERNS: tuple[tuple[str, str, str], ...] = (
     ("tqdm rate", r"(?P<before>(?:<elapsed>|<remaining>), *)(?:\d+(?:\.\d+)?|\?) ?"
      r"[^\s,\]/]*/[^\s,\]]+", r"\g<before><rate>"),
     ("iterations per second", r"\b\d+(?:\.\d+)?[kMG]? ?(?:it/s|s/it)\b", "<rate>"),
-    # Object reprs: <Line2D at 0x7f...>, <function f at 0x...>
-    ("memory address", r"\b0x[0-9a-fA-F]{6,16}\b", "0x<address>"),
+    # Object reprs: <Line2D at 0x7f...>, <function f at 0x...>; not any hexadecimal number
+    ("memory address", r"(?<=\bat )0x[0-9a-fA-F]{6,16}\b", "0x<address>"),
+    # ipykernel's file names for cells, in warnings: /tmp/ipykernel_12345/1234567.py:3
+    ("kernel process id", r"\bipykernel_\d+(?=[/\\])", "ipykernel_<pid>"),
 )
 _COMPILED_BUILT_INS = tuple((re.compile(pattern, re.MULTILINE), replacement)
                             for _, pattern, replacement in BUILT_IN_PATTERNS)
@@ -151,25 +159,29 @@ def load_sanitize_file(path: str | os.PathLike[str]) -> Sanitizer:
 def reader_text(outputs: Sequence[Any], sanitizer: Sanitizer = BUILT_IN) -> str:
     """A cell's outputs as one normalised text (see the module docstring).
 
-    Stream text is joined and rendered; each rich output starts with a line naming its
+    Stream text is joined per stream between rich outputs and rendered: stdout's text,
+    then stderr's after a ``[stderr]`` line; each rich output starts with a line naming its
     kind and type (``[execute_result text/plain]``), followed by its normalised text, or
     carries a hash of its data for binary types; an error reads ``[error] Name: message``.
     """
     parts: list[str] = []
-    stream: list[str] = []
+    streams: dict[str, list[str]] = {"stdout": [], "stderr": []}
 
     def end_stream() -> None:
-        if stream:
-            parts.append(sanitizer.text("".join(stream)))
-            stream.clear()
+        for name, texts in streams.items():
+            joined = "".join(texts)
+            texts.clear()
+            if joined:  # an empty stream output shows nothing
+                text = sanitizer.text(joined)
+                parts.append(text if name == "stdout" else f"[{name}]\n{text}")
 
     for output in outputs:
         kind = output.get("output_type")
         if kind == "stream":
-            if output.get("name") == "stdout":
-                text = output.get("text", "")
-                stream.append(text if isinstance(text, str) else "".join(text))
-            continue  # stderr is left out, and does not cut the stdout around it
+            text = output.get("text", "")
+            streams.setdefault(str(output.get("name")), []).append(
+                text if isinstance(text, str) else "".join(text))
+            continue
         if kind in ("display_data", "execute_result"):
             data = output.get("data", {})
             if _DASHBOARD_MARK in _joined(data.get("text/html", "")):

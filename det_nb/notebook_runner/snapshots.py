@@ -15,14 +15,17 @@ import os
 from typing import Any
 
 
-def dump_values(names: list[str], file: str) -> str:
-    """Kernel side: write snapshots of ``names`` to ``file`` (None where none can be made)."""
+def dump_values(names: list[str], file: str, shown: str | None = None) -> str:
+    """Kernel side: write snapshots of ``names`` to ``file`` (None where none can be made);
+    the name ``shown`` is the last cell's displayed result."""
     import numpy as np
 
     from det_nb.fingerprint import snapshot
-    from det_nb.notebook_runner.probe import user_namespace
+    from det_nb.notebook_runner.probe import displayed_result, user_namespace
 
-    namespace = user_namespace()
+    namespace = dict(user_namespace())
+    if shown is not None:
+        namespace[shown] = displayed_result()
     arrays: dict[str, Any] = {}
     nodes: list[list[object]] = []
     roots: dict[str, int | None] = {}
