@@ -69,6 +69,8 @@ from det_nb.notebook_runner import (
 from det_nb.threads import pool_environment
 
 FORMAT = "det_nb.trials"
+#: The first line of the fingerprint entry for every name, looked at after the last cell.
+AFTER_LAST = "(after the last cell: every name)"
 #: Version 2: strict JSON (non-finite floats as null, listed in ``non_finite``), unchecked
 #: names per cell, verifications with ``unchecked`` and ``notes``.
 VERSION = 2
@@ -171,7 +173,11 @@ class TrialResult:
     kernel or stored is one of kind ``"unchecked"`` saying why (that name only: the
     others are kept). ``fingerprints``: per code cell, its number (``cell``), first line,
     ``names`` (name -> digest), ``unchecked`` (name -> why it was not hashed) and a digest
-    of its ``outputs``.
+    of its ``outputs``; then one more entry, first line :data:`AFTER_LAST`, for every name
+    looked at once more after the last cell (values a cell changed without naming them).
+    ``unseeded``: the calls that drew OS entropy or seeded from a clock (det_nb's entropy
+    audit) and still stood after the last cell: while any did, a verification proves
+    nothing.
     """
 
     trial: int
@@ -183,6 +189,7 @@ class TrialResult:
     record: dict[str, Any] | None
     error: str | None
     status_warnings: list[str] = field(default_factory=list)
+    unseeded: list[str] = field(default_factory=list)
 
     def _det_nb_value_(self) -> dict[str, Any]:
         """What ``%%det_check`` and ``verify`` compare: every field but where and how long
@@ -216,9 +223,10 @@ def run_trial(job: TrialJob) -> TrialResult:
         trial=job.trial, trial_seed=lineage.trial_seed, worker=_worker_name(),
         seconds=run.seconds,
         collected={name: _storable(value) for name, value in run.collected.items()},
-        fingerprints=[_cell_fingerprints(cell) for cell in run.cells],
+        fingerprints=[_cell_fingerprints(cell) for cell in run.cells]
+        + ([_cell_fingerprints(run.after_last, AFTER_LAST)] if run.after_last else []),
         record=run.record, error=run.error or _lineage_mismatch(lineage, run.record),
-        status_warnings=list(run.status_warnings),
+        status_warnings=list(run.status_warnings), unseeded=list(run.unseeded),
     )
 
 
@@ -464,10 +472,10 @@ def _depth(value: object) -> int:
     return deepest
 
 
-def _cell_fingerprints(cell: Any) -> dict[str, Any]:
+def _cell_fingerprints(cell: Any, first_line: str | None = None) -> dict[str, Any]:
     """A cell's fingerprints as stored: hashed names, unchecked names with why, outputs."""
     return {
-        "cell": cell.index, "first_line": cell.first_line,
+        "cell": cell.index, "first_line": cell.first_line if first_line is None else first_line,
         "names": {name: fp.digest for name, fp in cell.names.items() if fp.kind != "unchecked"},
         "unchecked": {name: fp.description for name, fp in cell.names.items()
                       if fp.kind == "unchecked"},
@@ -567,6 +575,7 @@ def _comparison(first: TrialResult, again: TrialResult
         if a_cell is None or b_cell is None:
             differences.append(f"cell {index}: ran only {'once' if a_cell or b_cell else 'never'}")
             continue
+        where = "after the last cell" if a_cell["first_line"] == AFTER_LAST else f"cell {index}"
         names_a, names_b = a_cell["names"], b_cell["names"]
         loose_a, loose_b = a_cell.get("unchecked", {}), b_cell.get("unchecked", {})
         changed = sorted(name for name in set(names_a) | set(names_b)
@@ -574,11 +583,13 @@ def _comparison(first: TrialResult, again: TrialResult
                          and name not in loose_a and name not in loose_b)
         once = sorted(set(loose_a) ^ set(loose_b))
         if changed or once:
-            differences.append(f"cell {index}: {', '.join(changed + once)} differ")
-        unchecked += [f"cell {index}: {name}: {loose_a[name]}"
+            differences.append(f"{where}: {', '.join(changed + once)} differ")
+        unchecked += [f"{where}: {name}: {loose_a[name]}"
                       for name in sorted(set(loose_a) & set(loose_b))]
         if a_cell["outputs"] != b_cell["outputs"]:
-            differences.append(f"cell {index}: outputs differ")
+            differences.append(f"{where}: outputs differ")
+    unchecked += [f"unseeded randomness: {call}"
+                  for call in dict.fromkeys([*first.unseeded, *again.unseeded])]
     return differences, unchecked, notes
 
 
@@ -875,7 +886,7 @@ def _file_schema() -> dict[str, object]:
             "outputs": str}
     trial = {"trial": int, "trial_seed": int, "worker": (str, None), "seconds": (float, int),
              "collected": MapOf(AnyJSON), "fingerprints": [cell], "record": (dict, None),
-             "error": (str, None), "status_warnings": [str]}
+             "error": (str, None), "status_warnings": [str], "unseeded": [str]}
     check = {"trial": int, "first_worker": (str, None), "again_worker": (str, None),
              "differences": [str], "unchecked": [str], "notes": [str], "identical": bool}
     return {"format": str, "version": int, "notebook": str, "experiment_seed": int,

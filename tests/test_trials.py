@@ -1078,3 +1078,24 @@ def test_a_lineage_mismatch_names_its_cause_and_fix(record: dict | None, says: s
     from det_nb.trials import _lineage_mismatch
 
     assert _lineage_mismatch(Lineage(SEED, 3), record) == says
+
+
+def test_verify_finds_a_value_changed_without_its_name_and_an_unseeded_draw_proves_nothing(
+    tmp_path: Path,
+) -> None:
+    """A cell that changes ``acc`` through another reference parts the runs after the last
+    cell; a draw from OS entropy whose values all came out equal proves nothing (exit 3)."""
+    write_notebook(tmp_path / "through.ipynb", SEED_CELL,
+                   "import os\nw = [0]\nacc = w\ndef bump():\n"
+                   "    w[0] += int.from_bytes(os.urandom(2), 'little')",
+                   "bump()\ntotal = 1")
+    parted = trials_command("through.ipynb", "--seed", "1", "--trials", "0", "--workers", "1",
+                            "--verify", "1", cwd=tmp_path)
+    assert parted.returncode == 1, parted.stderr[-2000:]
+    assert "after the last cell: acc differ" in parted.stdout
+    write_notebook(tmp_path / "drawn.ipynb", SEED_CELL,
+                   "import uuid\nuuid.uuid4()\nsize = 3")
+    unproven = trials_command("drawn.ipynb", "--seed", "1", "--trials", "0", "--workers", "1",
+                              "--verify", "1", cwd=tmp_path)
+    assert unproven.returncode == 3, unproven.stderr[-2000:]
+    assert "unseeded randomness: cell 2, line 2: uuid.uuid4()" in unproven.stdout
