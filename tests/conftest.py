@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
+
+# The tests that press Ctrl-C on a command need SIGINT to reach it as in a terminal; a
+# shell that started this run in the background (``make test &``) passes it down ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Keep TensorFlow's start-up chatter out of subprocess output.
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
@@ -31,6 +36,18 @@ def shell() -> InteractiveShell:
     ipython = InteractiveShell.instance()
     ipython.run_line_magic("load_ext", "det_nb")
     return ipython
+
+
+def hard_reset(shell: InteractiveShell) -> None:
+    """``%reset -f`` as a user types it, then the module attributes it deletes from
+    ``__main__`` put back as a fresh shell has them: later tests share this shell, and
+    multiprocessing's spawn reads ``__main__.__spec__``."""
+    main = sys.modules["__main__"]
+    kept = {name: getattr(main, name) for name in ("__spec__", "__loader__", "__package__",
+                                                  "__doc__") if hasattr(main, name)}
+    shell.run_line_magic("reset", "-f")
+    for name, value in kept.items():
+        setattr(main, name, value)
 
 
 def prng_states() -> tuple:

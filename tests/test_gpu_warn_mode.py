@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import prng_states, run_python, start_python
+from conftest import hard_reset, prng_states, run_python, start_python
 
 import det_nb
 from det_nb import entropy_audit, nondeterministic_ops
@@ -156,7 +156,7 @@ def test_every_reseeding_keeps_the_list_and_a_hard_reset_clears_it(shell) -> Non
         assert det_nb.record()["nondeterministic_ops"] == {"ran": {"put_": 3}, "raised": []}
         shell.run_line_magic("reset", "-s -f")  # a soft reset: the user's names only
         assert nondeterministic_ops.ran() == {"put_": 3}
-        shell.run_line_magic("reset", "-f")
+        hard_reset(shell)
         assert nondeterministic_ops.ran() == {}
         assert det_nb.status().check("torch deterministic algorithms").state == "off"
         shell.run_line_magic("det_seed", "42 --deterministic-ops=warn --quiet")

@@ -90,7 +90,8 @@ def test_series_indexes_and_categoricals() -> None:
 
 
 FRAMES = hpd.data_frames(
-    columns=[hpd.column("x", dtype=float), hpd.column("n", dtype="int64"),
+    columns=[hpd.column("x", dtype=float),
+             hpd.column("n", dtype="int64", elements=st.integers(-2**62, 2**62)),
              hpd.column("s", elements=st.text(max_size=3) | st.none()),
              hpd.column("b", dtype=bool)],
     index=hpd.range_indexes(min_size=1, max_size=6),
@@ -106,7 +107,7 @@ def test_any_frame_equals_its_copy_and_a_changed_cell_is_located(
     assert fingerprint(snapshot(frame)) == fingerprint(frame)
     row = data.draw(st.integers(0, len(frame) - 1), label="row")
     changed = frame.copy(deep=True)
-    changed.iloc[row, 1] += 1
+    changed.iloc[row, 1] += 1  # the elements leave room: no int64 wraps round
     assert describe_difference(frame, changed, "f") == (
         f"f: DataFrame: column 'n': 1 of {len(frame)} rows differ; max abs difference 1; "
         f"first at row {row}")
