@@ -9,14 +9,17 @@ median of each side's times, and its goal is judged on the median.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,21 @@ SEED, TRIAL = 42, 3
 TRIAL_SEED = 1129302213  # (42, trial 3) under the default scheme (DESIGN.md)
 SEED_LINE = f"{SEED} --trial {TRIAL} --quiet"
 FRAMEWORKS = ("tensorflow", "keras", "torch", "jax")
+
+
+@contextlib.contextmanager
+def bytecode_env() -> Iterator[dict[str, str]]:
+    """The environment for timing fresh interpreters that load modules from bytecode, as
+    from an installed package: a bytecode cache shared in a temporary folder (the warm-up
+    pairs fill it), even where PYTHONDONTWRITEBYTECODE is set (compiling det_nb's modules
+    at every start is no cost a user pays)."""
+    cache = tempfile.mkdtemp(prefix="det_nb-bench-pycache-")
+    env = {**os.environ, **QUIET_ENV, "PYTHONPYCACHEPREFIX": cache}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    try:
+        yield env
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 Measure = Callable[[], float]  # runs once, returns the seconds of its timed part
 

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
-from bench import BENCH_DIR, QUIET_ENV, Goal, Row, emit, interleave, row_from_json, run_json
+from bench import BENCH_DIR, Goal, Row, bytecode_env, emit, interleave, row_from_json, run_json
 
 STUB = (
     "import sys, types\n"
@@ -49,11 +46,9 @@ LOAD = (
 LOOP = "for _ in range({calls}):\n    np.random.default_rng(seed)\n"
 
 
-def _load(stubbed: bool, first_cells: list[float], cache: str) -> float:
+def _load(stubbed: bool, first_cells: list[float], env: dict[str, str]) -> float:
     """Seconds ``%load_ext det_nb`` took in a fresh interpreter; notes the first cell's."""
     code = (STUB if stubbed else "") + LOAD
-    env = {**os.environ, **QUIET_ENV, "PYTHONPYCACHEPREFIX": cache}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, cwd=BENCH_DIR.parent, check=True)
     load, first_cell = json.loads(done.stdout.strip().splitlines()[-1])
@@ -66,12 +61,9 @@ def load_row(quick: bool) -> Row:
     pairs, warmups = (2, 1) if quick else (15, 2)
     first_without: list[float] = []
     first_with: list[float] = []
-    cache = tempfile.mkdtemp(prefix="det_nb-bench-pycache-")
-    try:
-        base, det = interleave(lambda: _load(True, first_without, cache),
-                               lambda: _load(False, first_with, cache), pairs, warmups)
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
+    with bytecode_env() as env:
+        base, det = interleave(lambda: _load(True, first_without, env),
+                               lambda: _load(False, first_with, env), pairs, warmups)
     kept = slice(warmups, None)
     extra_first = sorted((w - b) * 1000 for b, w in zip(first_without[kept], first_with[kept],
                                                           strict=True))
