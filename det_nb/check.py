@@ -402,22 +402,32 @@ def _names_used(shell: Any, cell: str) -> tuple[frozenset[str], frozenset[str] |
     if "get_ipython" in loaded:
         return frozenset(loaded), None
     namespace = shell.user_ns
+    names_of: dict[int, list[str]] | None = None  # built when a closure holds a value
     watched, queue, seen = set(loaded), list(loaded), set()
     while queue:
         value = namespace.get(queue.pop())
         try:
-            codes = list(_code_of(value, namespace, seen))
+            reached = list(_code_of(value, namespace, seen))
         except Exception:  # e.g. a metaclass whose __module__ raises
             return frozenset(loaded), None
-        for code in codes:
-            fresh = set(code.co_names) - watched
+        for found in reached:
+            if isinstance(found, types.CodeType):
+                fresh = set(found.co_names) - watched
+            else:  # a value a closure or default holds: watched by the names bound to it
+                if names_of is None:
+                    names_of = {}
+                    for name, bound in namespace.items():
+                        names_of.setdefault(id(bound), []).append(name)
+                fresh = set(names_of.get(id(found), ())) - watched
             watched |= fresh
             queue.extend(fresh)
     return frozenset(loaded), frozenset(watched)
 
 
-def _code_of(value: object, namespace: dict, seen: set[int]) -> Iterator[types.CodeType]:
-    """Code objects of a notebook function, method, class or class instance (not twice)."""
+def _code_of(value: object, namespace: dict, seen: set[int]) -> Iterator[object]:
+    """Code objects of a notebook function, method, class or class instance (not twice),
+    and the values its functions hold in closure cells and defaults: ``bump = make(w)``
+    changes ``w`` through its closure, though no code names it."""
     if issubclass(type(value), types.MethodType | staticmethod | classmethod):
         value = value.__func__
     if not issubclass(type(value), types.FunctionType | type):
@@ -427,9 +437,25 @@ def _code_of(value: object, namespace: dict, seen: set[int]) -> Iterator[types.C
     seen.add(id(value))
     if isinstance(value, types.FunctionType) and value.__globals__ is namespace:
         yield from _nested_code(value.__code__)
+        for held in _held_by(value):
+            if issubclass(type(held), types.FunctionType | type):
+                yield from _code_of(held, namespace, seen)
+            else:
+                yield held
     elif isinstance(value, type) and value.__module__ == namespace.get("__name__"):
         for member in vars(value).values():
             yield from _code_of(member, namespace, seen)
+
+
+def _held_by(function: types.FunctionType) -> Iterator[object]:
+    """What a function holds: its closure cells' contents and its default values."""
+    for cell in function.__closure__ or ():
+        try:
+            yield cell.cell_contents
+        except ValueError:  # a cell not filled yet
+            continue
+    yield from function.__defaults__ or ()
+    yield from (function.__kwdefaults__ or {}).values()
 
 
 def _nested_code(code: types.CodeType) -> Iterator[types.CodeType]:
