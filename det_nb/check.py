@@ -323,9 +323,7 @@ class _Tracker:
 
     def _watch(self, name: str, value: object) -> bool:
         """Should ``name`` be fingerprinted before a run, to see in-place changes?"""
-        if _inert(value):
-            return False
-        return self.watched is None or name in self.watched
+        return (self.watched is None or name in self.watched) and not _inert(value)
 
     def report(self, runs: int) -> CheckReport:
         compared, differing, unchecked = [], [], dict(self.used_unchecked)
