@@ -14,11 +14,14 @@ it is compared. The namespace ends as the last run left it.
 
 Verdict rules (shared with ``verify``): functions, classes and modules the cell defines
 are code, not results, and are neither compared nor listed (:func:`~det_nb.fingerprint.
-is_code`). "deterministic" means every value the cell produced or changed was compared and
-equal, and its runs drew no unseeded randomness; where some value could not be compared,
-or a run drew from OS entropy or seeded from a clock (det_nb's entropy audit), the verdict
-is "not proven", naming each such value with its type and why, and each such call: equal
-values from unseeded draws are luck (a coarse result, a draw that was not used), not proof.
+is_code`); the data notebook code holds is a result (:func:`~det_nb.fingerprint.as_result`:
+a function's defaults, closure cells and attributes, a class's data attributes), compared
+under the code's name. "deterministic" means every value the cell produced or changed
+was compared and equal, and its runs drew no unseeded randomness; where some value could
+not be compared, or a run drew from OS entropy or seeded from a clock (det_nb's entropy
+audit), the verdict is "not proven", naming each such value with its type and why, and
+each such call: equal values from unseeded draws are luck (a coarse result, a draw that
+was not used), not proof.
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from det_nb.fingerprint import (
+    NOT_A_RESULT,
     Fingerprint,
     Snapshot,
     Unfingerprintable,
+    as_result,
     describe_difference,
     fingerprint,
-    is_code,
     snapshot,
 )
 from det_nb.lineage import validate_integer
@@ -50,7 +54,7 @@ _IGNORED = re.compile(r"_+|_i+|_i\d+|_\d+|_[ido]h|__\w+__|In|Out|exit|quit|get_i
 MAX_RUNS = 1000
 # What an absent name fingerprints as, so "defined in one run only" compares unequal.
 _ABSENT = Fingerprint(b"", "(not defined)")
-# Values that cannot change in place (code, see is_code, needs no watching either).
+# Values that cannot change in place (code that holds no data needs no watching either).
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes)
 _Fp = Fingerprint | Unfingerprintable
 
@@ -239,7 +243,7 @@ class _Tracker:
                 continue
             carried = self.fps.get(name)
             same = carried is not None and self.before.get(name) is value
-            self.before_fps[name] = carried if same else fingerprint(value)
+            self.before_fps[name] = carried if same else _fingerprint(value)
         self.before = now
         if first:
             self.pre_cell = frozenset(now)
@@ -257,7 +261,7 @@ class _Tracker:
 
         def fp_of(name: str) -> _Fp:
             if name not in fps:
-                fps[name] = fingerprint(now[name]) if name in now else _ABSENT
+                fps[name] = _fingerprint(now[name]) if name in now else _ABSENT
             return fps[name]
 
         changed = {n for n in before.keys() | now.keys()
@@ -266,13 +270,13 @@ class _Tracker:
                    if n in now and now[n] is before[n] and fp_of(n) != fp}
         self.in_place |= mutated
         for name in sorted(changed | mutated):
-            if name in self.tracks or is_code(now.get(name, before.get(name))):
-                continue  # code is not a result: neither compared nor listed
+            if name in self.tracks or as_result(now.get(name, before.get(name))) is NOT_A_RESULT:
+                continue  # code holding no data is not a result: neither compared nor listed
             if run == 1:
                 self.tracks[name] = _Track(fp_of(name), fp_of(name), None)
             else:  # unchanged until now: the value at the start of this run stands for all
                 old = self.before_fps.get(name) if name in mutated else None
-                old = old or (fingerprint(before[name]) if name in before else _ABSENT)
+                old = old or (_fingerprint(before[name]) if name in before else _ABSENT)
                 self.tracks[name] = _Track(old, old, before.get(name, _ABSENT))
         for name, track in self.tracks.items():
             current = fp_of(name)
@@ -300,28 +304,26 @@ class _Tracker:
         if previous is _ABSENT or value is _ABSENT:
             where = run - 1 if value is _ABSENT else run
             track.detail = f"{name}: defined in run {where} only {runs}"
-        elif not isinstance(previous, Snapshot) and fingerprint(previous) != track.last:
+        elif not isinstance(previous, Snapshot) and _fingerprint(previous) != track.last:
             track.detail = (f"{name}: {track.last.summary}: differs {runs}; the earlier value"
                             " was changed in place since, so no detail")
         else:
             labels = (f"run {run - 1}", f"run {run}")
-            detail = describe_difference(previous, value, name, labels)
+            detail = describe_difference(as_result(previous), as_result(value), name, labels)
             track.detail = f"{detail or name + ': differs'} {runs}"
 
     @staticmethod
     def _snapshot(track: _Track, value: object) -> object:
         """A copy of ``value``; where its own code raises now, the name becomes unchecked."""
         try:
-            return snapshot(value)
+            return snapshot(as_result(value))
         except ValueError as error:
             track.unchecked = str(error)
             return None
 
     def _watch(self, name: str, value: object) -> bool:
         """Should ``name`` be fingerprinted before a run, to see in-place changes?"""
-        if _inert(value):
-            return False
-        return self.watched is None or name in self.watched
+        return (self.watched is None or name in self.watched) and not _inert(value)
 
     def report(self, runs: int) -> CheckReport:
         compared, differing, unchecked = [], [], dict(self.used_unchecked)
@@ -347,11 +349,17 @@ class _Tracker:
         return ""
 
 
+def _fingerprint(value: object) -> _Fp:
+    """The fingerprint of a name's value: of the data it holds where it is code."""
+    return fingerprint(as_result(value))
+
+
 def _inert(value: object) -> bool:
     """Values whose in-place changes need no watching: immutable (plain scalars, NumPy
-    scalars, TF eager tensors, JAX arrays), or code, not results."""
+    scalars, TF eager tensors, JAX arrays), or code that holds no data."""
     kind = type(value)  # not isinstance(): an object's own __class__ may raise
-    if issubclass(kind, _IMMUTABLE) or kind.__name__ == "EagerTensor" or is_code(value):
+    if (issubclass(kind, _IMMUTABLE) or kind.__name__ == "EagerTensor"
+            or as_result(value) is NOT_A_RESULT):
         return True
     np = sys.modules.get("numpy")  # never imported here: a NumPy scalar means it is loaded
     if np is not None and issubclass(kind, np.generic):
@@ -392,22 +400,32 @@ def _names_used(shell: Any, cell: str) -> tuple[frozenset[str], frozenset[str] |
     if "get_ipython" in loaded:
         return frozenset(loaded), None
     namespace = shell.user_ns
+    names_of: dict[int, list[str]] | None = None  # built when a closure holds a value
     watched, queue, seen = set(loaded), list(loaded), set()
     while queue:
         value = namespace.get(queue.pop())
         try:
-            codes = list(_code_of(value, namespace, seen))
+            reached = list(_code_of(value, namespace, seen))
         except Exception:  # e.g. a metaclass whose __module__ raises
             return frozenset(loaded), None
-        for code in codes:
-            fresh = set(code.co_names) - watched
+        for found in reached:
+            if isinstance(found, types.CodeType):
+                fresh = set(found.co_names) - watched
+            else:  # a value a closure or default holds: watched by the names bound to it
+                if names_of is None:
+                    names_of = {}
+                    for name, bound in namespace.items():
+                        names_of.setdefault(id(bound), []).append(name)
+                fresh = set(names_of.get(id(found), ())) - watched
             watched |= fresh
             queue.extend(fresh)
     return frozenset(loaded), frozenset(watched)
 
 
-def _code_of(value: object, namespace: dict, seen: set[int]) -> Iterator[types.CodeType]:
-    """Code objects of a notebook function, method, class or class instance (not twice)."""
+def _code_of(value: object, namespace: dict, seen: set[int]) -> Iterator[object]:
+    """Code objects of a notebook function, method, class or class instance (not twice),
+    and the values its functions hold in closure cells and defaults: ``bump = make(w)``
+    changes ``w`` through its closure, though no code names it."""
     if issubclass(type(value), types.MethodType | staticmethod | classmethod):
         value = value.__func__
     if not issubclass(type(value), types.FunctionType | type):
@@ -417,9 +435,25 @@ def _code_of(value: object, namespace: dict, seen: set[int]) -> Iterator[types.C
     seen.add(id(value))
     if isinstance(value, types.FunctionType) and value.__globals__ is namespace:
         yield from _nested_code(value.__code__)
+        for held in _held_by(value):
+            if issubclass(type(held), types.FunctionType | type):
+                yield from _code_of(held, namespace, seen)
+            else:
+                yield held
     elif isinstance(value, type) and value.__module__ == namespace.get("__name__"):
         for member in vars(value).values():
             yield from _code_of(member, namespace, seen)
+
+
+def _held_by(function: types.FunctionType) -> Iterator[object]:
+    """What a function holds: its closure cells' contents and its default values."""
+    for cell in function.__closure__ or ():
+        try:
+            yield cell.cell_contents
+        except ValueError:  # a cell not filled yet
+            continue
+    yield from function.__defaults__ or ()
+    yield from (function.__kwdefaults__ or {}).values()
 
 
 def _nested_code(code: types.CodeType) -> Iterator[types.CodeType]:

@@ -193,6 +193,124 @@ def is_code(value: object) -> bool:
     return wrapped is not None and wrapped is not value and issubclass(type(wrapped), _CODE_TYPES)
 
 
+#: What :func:`as_result` gives for code that holds no data: no result at all.
+NOT_A_RESULT = object()
+# The notebook's own code lives in this module (IPython runs cells in ``__main__``).
+_NOTEBOOK_MODULE = "__main__"
+# Class attributes that Python's own machinery puts on a class (ABC's cache, Protocol's flag).
+_CLASS_MACHINERY = frozenset({"_abc_impl", "_is_protocol"})
+
+
+def as_result(value: object) -> object:
+    """What a name holding ``value`` is compared by: the value itself; for code, the data
+    it holds (:func:`code_data`), or :data:`NOT_A_RESULT` where it holds none."""
+    if not is_code(value):
+        return value
+    data = code_data(value)
+    return NOT_A_RESULT if data is None else data
+
+
+def code_data(value: object) -> Reduced | None:
+    """The data held by code the notebook defines, as named parts; None where there is none.
+
+    Code is not a result, but what it holds is: a notebook function's ``__defaults__``,
+    ``__kwdefaults__``, closure cells (by their variable names) and ``__dict__``; a notebook
+    class's own data attributes (not dunders, functions, methods, properties or other
+    descriptors); a notebook class's callable instance made with ``functools.update_wrapper``
+    by its ``__dict__`` less the wrapper's attributes. Notebook code held there is entered
+    in turn (once: a function that holds itself ends there); library code held there is
+    code, left out. A library wrapper (``jax.jit``, ``torch.no_grad()``) is entered only
+    through the notebook function it wraps (``__wrapped__``). Never raises: where reading the
+    code's parts raises, the parts it could not read are left out.
+    """
+    try:
+        return _code_data(value, set())
+    except Exception:  # the code's own __getattr__ or a class's metaclass raised
+        return None
+
+
+def _code_data(value: object, entered: set[int]) -> Reduced | None:
+    if id(value) in entered:
+        return None
+    entered.add(id(value))
+    if isinstance(value, types.MethodType):
+        value = value.__func__
+    named: dict[str, object] = {}
+    if isinstance(value, types.FunctionType):
+        kind = "function"
+        if value.__globals__.get("__name__") == _NOTEBOOK_MODULE:
+            named = _function_data(value, entered)
+    elif isinstance(value, type):
+        kind = "class"
+        if value.__module__ == _NOTEBOOK_MODULE:
+            named = _held({name: member for name, member in vars(value).items()
+                           if not _is_dunder(name) and name not in _CLASS_MACHINERY
+                           and not hasattr(type(member), "__get__")}, entered)
+    else:
+        kind = type(value).__name__
+        if type(value).__module__ == _NOTEBOOK_MODULE:
+            named = _held(_own_dict(value), entered)
+    wrapped = _own_dict(value).get("__wrapped__")
+    if wrapped is not None and is_code(wrapped):
+        inner = _code_data(wrapped, entered)
+        if inner is not None:
+            named["__wrapped__"] = inner
+    if not named:
+        return None
+    name = getattr(value, "__qualname__", None)
+    title = f"{kind} {name}" if isinstance(name, str) else kind
+    return Reduced(View("attrs", kind, named, f"{title} (the data it holds)"))
+
+
+def _function_data(function: types.FunctionType, entered: set[int]) -> dict[str, object]:
+    """A notebook function's defaults, keyword defaults, closure cells and attributes."""
+    named: dict[str, object] = {}
+    cells = {}
+    for variable, cell in zip(function.__code__.co_freevars, function.__closure__ or (),
+                              strict=False):
+        try:
+            cells[variable] = cell.cell_contents
+        except ValueError:  # a cell not filled yet
+            continue
+    parts = {"__defaults__": dict(enumerate(function.__defaults__ or ())),
+             "__kwdefaults__": function.__kwdefaults__ or {},
+             "__closure__": cells,
+             "__dict__": _own_dict(function)}
+    for part, members in parts.items():
+        held = _held(members, entered)
+        if held:
+            named[part] = held
+    return named
+
+
+def _held(members: dict[Any, object], entered: set[int]) -> dict[Any, object]:
+    """``members`` that are data: notebook code by the data it holds, other code left out;
+    dunder names (a wrapper's ``__wrapped__``, ``__name__``, ...) left out too."""
+    held: dict[Any, object] = {}
+    for key, member in members.items():
+        if isinstance(key, str) and _is_dunder(key):
+            continue
+        if is_code(member):
+            member = _code_data(member, entered)
+            if member is None:
+                continue
+        held[key] = member
+    return held
+
+
+def _own_dict(value: object) -> dict[str, object]:
+    """``value.__dict__`` when it has one of its own (a mapping), else empty."""
+    try:
+        found = object.__getattribute__(value, "__dict__")
+    except Exception:
+        return {}
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
 # -- classification --------------------------------------------------------------------
 
 

@@ -510,3 +510,110 @@ def test_keras_model_trained_in_place_is_described(ipy, keras) -> None:
     (found,) = report.differing
     assert found.detail.startswith("net: Sequential: weights[0]: 2 of 2 elements differ")
     assert "net existed before the cell" in found.note
+
+
+# -- data held by notebook code --------------------------------------------------------
+
+
+def test_data_held_by_notebook_code_is_compared_under_its_name(ipy: InteractiveShell) -> None:
+    """A class attribute, a default, a closure cell and a callable's cache were dropped with
+    the code that holds them: "nothing to compare ... assigned or changed no names"."""
+    report = check(ipy, """
+        import functools
+        class Cfg:
+            w = np.random.default_rng().random(2)
+            def method(self):
+                return self.w
+        def predict(x, w=np.random.default_rng().random(1)):
+            return x * w
+        def make(scale):
+            def scaled(x):
+                return x * scale
+            return scaled
+        scaled = make(np.random.default_rng().random(1))
+        class Memo:
+            def __init__(self, function):
+                functools.update_wrapper(self, function)
+                self.cache = {"hit": np.random.default_rng().random(1)}
+            def __call__(self, x):
+                return x
+        memo = Memo(predict)
+    """)
+    found = differing(report)
+    assert set(found) == {"Cfg", "predict", "scaled", "memo"}
+    assert found["Cfg"].startswith("Cfg: class: w: 2 of 2 elements differ")
+    assert found["predict"].startswith("predict: function: __defaults__[0]: 1 of 1 elements")
+    assert found["scaled"].startswith("scaled: function: __closure__['scale']: 1 of 1 elements")
+    # the cache, and the defaults of the function it wraps
+    assert found["memo"].startswith("memo: Memo: cache['hit']: 1 of 1 elements differ")
+
+
+def test_a_training_notebooks_code_stays_identical_with_nothing_unchecked(
+    ipy: InteractiveShell,
+) -> None:
+    """Code that holds only code or plain values compares equal: a model class deriving
+    from a library class, a training function with defaults, functions decorated by a
+    library, a cached function, a closure over a helper. (torch's nn.Module: test_verify,
+    in a kernel: torch cannot be loaded in a process that loaded TensorFlow first.)"""
+    report = check(ipy, """
+        import contextlib
+        import functools
+        import json
+        class Net(json.JSONEncoder):
+            layers = 2
+            def __init__(self):
+                super().__init__()
+                self.weights = np.random.rand(4)
+            def forward(self, x):
+                return self.weights @ x
+        def train(model, steps=10, *, loss_fn=np.square, log=print):
+            for _ in range(steps):
+                model.weights -= 0.1 * loss_fn(model.forward(np.ones(4)))
+        @contextlib.contextmanager
+        def evaluating(model):
+            yield model
+        @functools.lru_cache
+        def table(n):
+            return n
+        def outer():
+            def helper():
+                return 1
+            def inner():
+                return helper() + inner.__name__.count("i")
+            return inner
+        inner = outer()
+        net = Net()
+        train(net, steps=2)
+    """)
+    assert report.deterministic, report.text()
+    assert not report.unchecked
+    compared = {c.name: c.summary for c in report.compared}
+    assert compared == {"Net": "class Net (the data it holds)", "net": "Net (7 attributes)",
+                        "train": "function train (the data it holds)"}
+
+
+def test_data_notebook_code_holds_that_cannot_be_compared_is_unchecked(
+    ipy: InteractiveShell,
+) -> None:
+    report = check(ipy, "import threading\ndef locked(lock=threading.Lock()):\n    return lock")
+    assert report.text() == textwrap.dedent("""\
+        not proven across 2 runs: 1 value could not be compared
+        could not be compared:
+          locked: function: at __defaults__[0]: lock is not a supported type""")
+
+
+def test_a_change_made_through_a_closure_is_seen_under_its_global_name(
+    ipy: InteractiveShell,
+) -> None:
+    """bump = make(w): the checked cell bump() changes w, which no code names."""
+    ipy.run_cell(textwrap.dedent("""
+        w = np.zeros(3)
+        def make(array):
+            def bump():
+                array[:] += np.random.default_rng().random(3)
+            return bump
+        bump = make(w)
+    """))
+    found = differing(check(ipy, "bump()"))
+    assert found["w"].startswith("w: ndarray float64 (3,): 3 of 3 elements differ")
+    assert ipy.user_ns["w"] is ipy.user_ns["bump"].__closure__[0].cell_contents

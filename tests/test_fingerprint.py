@@ -9,6 +9,7 @@ import copy
 import json
 import random
 import signal
+import textwrap
 import tracemalloc
 import types
 from collections.abc import Iterator, Mapping
@@ -24,8 +25,11 @@ from hypothesis.extra import numpy as hnp
 
 from det_nb import fingerprint as fp_module
 from det_nb.fingerprint import (
+    NOT_A_RESULT,
     Fingerprint,
     Unfingerprintable,
+    as_result,
+    code_data,
     describe_difference,
     fingerprint,
     is_code,
@@ -587,3 +591,90 @@ def test_cached_scalar_encodings_keep_values_apart_and_hash_as_before() -> None:
     warm = [fingerprint([value]) for value in values]
     assert cold == warm
     assert len({print_.digest for print_ in cold}) == len(values)
+
+
+# -- data held by notebook code (code_data, as_result) ----------------------------------
+
+
+def _notebook(source: str) -> dict:
+    """Run ``source`` as a notebook cell runs: in a namespace whose module is __main__."""
+    namespace: dict = {"__name__": "__main__"}
+    exec(textwrap.dedent(source), namespace)
+    return namespace
+
+
+def test_code_that_holds_no_data_is_not_a_result() -> None:
+    found = _notebook("""
+        import abc, contextlib, enum, functools, typing
+        class Base(abc.ABC):
+            @abc.abstractmethod
+            def f(self): ...
+            @property
+            def p(self): return 1
+            @staticmethod
+            def s(): return 2
+        class Proto(typing.Protocol):
+            def f(self) -> int: ...
+        def plain(x, *, out=print): return x
+        @functools.lru_cache
+        def cached(n): return n
+        @contextlib.contextmanager
+        def managed(): yield
+        def outer():
+            def inner(): return inner
+            return inner
+        inner = outer()
+    """)
+    for name in ("Base", "Proto", "plain", "cached", "managed", "inner"):
+        assert as_result(found[name]) is NOT_A_RESULT, name
+    assert as_result(json.dumps) is NOT_A_RESULT  # library code stays code
+    assert as_result([1]) == [1]
+
+
+def test_the_data_notebook_code_holds_is_compared_by_path() -> None:
+    def build(value: float) -> dict:
+        return _notebook(f"""
+            import functools
+            class Cfg:
+                rate = {value}
+                def method(self): return self.rate
+            def helper(x, scale=[{value}]): return x
+            def uses():
+                return helper(1)
+            helper.calls = 0
+            class Memo:
+                def __init__(self, f):
+                    functools.update_wrapper(self, f)
+                    self.cache = {{"k": {value}}}
+            memo = Memo(uses)
+        """)
+
+    first, same, other = build(0.5), build(0.5), build(0.75)
+    for name in ("Cfg", "helper", "memo"):
+        assert fingerprint(as_result(first[name])) == fingerprint(as_result(same[name]))
+        assert fingerprint(as_result(first[name])) != fingerprint(as_result(other[name]))
+    assert describe_difference(code_data(first["Cfg"]), code_data(other["Cfg"]), "Cfg") == (
+        "Cfg: class: rate: float differs by 0.25")
+    # uses() holds no data itself: helper, which it calls, is not in its closure
+    assert code_data(first["uses"]) is None
+    helper = code_data(first["helper"])
+    assert helper is not None and set(helper.view.payload) == {"__defaults__", "__dict__"}
+    assert describe_difference(helper, code_data(other["helper"]), "helper").startswith(
+        "helper: function: __defaults__[0][0]: float differs by 0.25")
+
+
+def test_closures_are_entered_once_and_named_by_their_variables() -> None:
+    found = _notebook("""
+        def make(table):
+            def step():
+                return step, table
+            def run():
+                return step()
+            return run
+        run = make({"a": 1})
+    """)
+    data = code_data(found["run"])
+    assert data is not None
+    assert list(data.view.payload) == ["__closure__"]
+    step = data.view.payload["__closure__"]["step"]
+    assert step.view.payload == {"__closure__": {"table": {"a": 1}}}  # step itself: once

@@ -21,6 +21,7 @@ from det_nb.notebook_runner.outputs import (
     load_sanitize_file,
     outputs_digest,
     reader_text,
+    svg_as_seen,
 )
 
 
@@ -234,3 +235,46 @@ def test_a_sanitize_file_is_read_through_det_nbs_file_checks(tmp_path):
 
 def test_built_in_text_is_normalised_once():
     assert BUILT_IN.text(["a \n", "b\t\n"]) == "a\nb\n"
+
+
+def _matplotlib_svg(ys: list[float]) -> str:
+    """A real matplotlib figure drawn as SVG, as ``%config InlineBackend.figure_formats =
+    ['svg']`` sends it: a fresh date and freshly salted ids each time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots()
+    axes.plot([1, 2, 3], ys)
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _svg_output(svg: str) -> list:
+    return [new_output("display_data", data={"image/svg+xml": svg,
+                                             "text/plain": "<Figure size 640x480 with 1 Axes>"})]
+
+
+def test_an_svg_figure_is_compared_as_a_reader_sees_it():
+    first, second = _matplotlib_svg([1, 4, 9]), _matplotlib_svg([1, 4, 9])
+    assert "<dc:date>" in first and "clip-path=\"url(#" in first
+    assert first != second  # salted ids (and the date, whenever the clock ticked)
+    assert outputs_digest(_svg_output(first)) == outputs_digest(_svg_output(second))
+    changed = _matplotlib_svg([1, 4, 9.5])
+    assert outputs_digest(_svg_output(changed)) != outputs_digest(_svg_output(first))
+
+
+def test_svg_ids_are_renamed_with_every_reference_and_colours_kept():
+    svg = ('<svg><metadata><dc:date>2026</dc:date></metadata><defs><path id="m1a2b"/>'
+           '<clipPath id="p9f"/></defs><use xlink:href="#m1a2b" style="fill: #1f77b4"/>'
+           '<g clip-path="url(#p9f)"/></svg>')
+    assert svg_as_seen(svg) == ('<svg><defs><path id="id1"/><clipPath id="id2"/></defs>'
+                                '<use xlink:href="#id1" style="fill: #1f77b4"/>'
+                                '<g clip-path="url(#id2)"/></svg>')
+    other = svg.replace("m1a2b", "zz").replace("p9f", "qq").replace("2026", "2027")
+    assert svg_as_seen(other) == svg_as_seen(svg)
+    swapped = svg.replace('xlink:href="#m1a2b"', 'xlink:href="#p9f"')
+    assert svg_as_seen(swapped) != svg_as_seen(svg)  # which element is used still counts

@@ -762,17 +762,14 @@ def _report(found: dict, key: str) -> list[str]:
 @pytest.mark.parametrize(("key", "cell", "name"), [
     ("step", "4: opt.step()", "model: torch.nn.Module: state_dict['weight']: 2 of 2 elements "
      "differ; max abs difference "),
-    ("closure", "3: update()", "w: ndarray float64 (3,): 3 of 3 elements differ; max abs "
-     "difference "),
     ("step_then_named", "4: opt.step()", "model: torch.nn.Module: state_dict['weight']: "),
 ])
 def test_a_value_a_cell_changed_without_naming_it_is_caught_at_that_cell(
     unnamed: dict, key: str, cell: str, name: str
 ) -> None:
-    """a_opt.ipynb and b_closure.ipynb were "identical", exit 0: a value is fingerprinted
-    after the cells that name it, and no cell named these. The look at every name after
-    the last cell catches them; runs made again with them fingerprinted after every cell
-    find the cell."""
+    """a_opt.ipynb was "identical", exit 0: a value is fingerprinted after the cells that
+    name it, and no cell named it. The look at every name after the last cell catches it;
+    runs made again with it fingerprinted after every cell find the cell."""
     report = _report(unnamed, key)
     assert unnamed["status"] == 1
     assert report[0] == f"{unnamed['paths'][key]}: runs parted at cell {cell}"
@@ -780,6 +777,19 @@ def test_a_value_a_cell_changed_without_naming_it_is_caught_at_that_cell(
     changed = report[2].split(":")[0].strip()
     assert report[3] == (f"    {changed}: changed by this cell through another reference (found "
                          "by runs made again that fingerprinted it after every cell)")
+
+
+def test_a_change_through_a_closure_is_caught_at_its_cell_by_both_names(unnamed: dict) -> None:
+    """update() writes into w through its closure: the probe watches what the notebook's
+    functions hold, so the cell that changed w is found in the runs themselves, and the
+    function is named too (the data it holds changed)."""
+    report = _report(unnamed, "closure")
+    assert report[0] == f"{unnamed['paths']['closure']}: runs parted at cell 3: update()"
+    assert report[2].startswith("    update: function: __closure__['w']: 3 of 3 elements "
+                                "differ; max abs difference ")
+    assert report[3].startswith("    w: ndarray float64 (3,): 3 of 3 elements differ; max abs "
+                                "difference ")
+    assert "another reference" not in "\n".join(report)
 
 
 def _after_last_run(label: str, digest: str) -> verify.RunData:
@@ -970,3 +980,65 @@ def test_an_empty_cell_repeats_nothing_of_the_cell_before(tmp_path: Path) -> Non
     run = run_notebook(path)
     assert [list(cell.names) for cell in run.cells] == [["x"], [], ["y"]]
     assert run.unseeded == ["cell 1, line 3: uuid.uuid4()"]
+
+
+# -- data held by notebook code
+
+# The pid of the kernel, a different number in every fresh kernel.
+_PID_DRIFT = ("import os\nimport numpy as np\n\n\ndef drift():\n"
+              "    return os.getpid() % 997 / 7\n\n\n")
+CODE_DATA = {
+    "class_attribute": ("Cfg: class: w: 1 of 2 elements differ; ",
+                        _PID_DRIFT + "class Cfg:\n    w = np.array([drift(), 1.0])"),
+    "default": ("predict: function: __defaults__[0]: 1 of 1 elements differ; ",
+                _PID_DRIFT + "def predict(x, w=np.array([drift()])):\n    return x * w"),
+    "callable_cache": (
+        "memo: Memo: cache[0]: float differs by ",
+        _PID_DRIFT + "import functools\n\n\nclass Memo:\n    def __init__(self, f):\n"
+        "        functools.update_wrapper(self, f)\n        self.cache = {0: drift()}\n\n"
+        "    def __call__(self, x):\n        return x\n\n\nmemo = Memo(drift)"),
+}
+# A typical training notebook: its code holds only code and plain values.
+TRAINING = [
+    SEEDED,
+    "import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+    "        super().__init__()\n        self.fc = nn.Linear(4, 2)\n\n"
+    "    def forward(self, x):\n        return self.fc(x)\n\n\n"
+    "def train(model, opt, steps=10):\n    for _ in range(steps):\n        opt.zero_grad()\n"
+    "        model(torch.randn(3, 4)).pow(2).sum().backward()\n        opt.step()\n\n\n"
+    "@torch.no_grad()\ndef evaluate(model):\n    return model(torch.ones(1, 4)).sum().item()",
+    "net = Net()\nopt = torch.optim.SGD(net.parameters(), lr=0.1)\ntrain(net, opt, steps=3)\n"
+    "score = evaluate(net)",
+]
+
+
+@pytest.fixture(scope="module")
+def code_data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """verify of notebooks whose code holds a drifting value, and of a training notebook."""
+    folder = tmp_path_factory.mktemp("code_data")
+    paths = {key: write_notebook(folder, f"{key}.ipynb", [SEEDED, cell])
+             for key, (_, cell) in CODE_DATA.items()}
+    paths["training"] = write_notebook(folder, "training.ipynb", TRAINING)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = verify.main(list(paths.values()))
+    return {"status": status, "out": out.getvalue(), "paths": paths}
+
+
+@pytest.mark.parametrize("key", sorted(CODE_DATA))
+def test_data_held_by_notebook_code_that_drifts_parts_the_runs(code_data: dict, key: str) -> None:
+    """v_classattr.ipynb and v_default.ipynb were "identical ... 0 names compared", exit 0."""
+    report = _report(code_data, key)
+    assert code_data["status"] == 1
+    assert report[0] == f"{code_data['paths'][key]}: runs parted at cell 2: import os"
+    assert report[2].startswith(f"    {CODE_DATA[key][0]}")
+
+
+def test_a_training_notebooks_code_verifies_identical_with_nothing_unchecked(
+    code_data: dict,
+) -> None:
+    """Net, train (steps=10) and evaluate (torch.no_grad) are compared by the data they
+    hold: train's default; nothing else, and nothing unchecked."""
+    report = _report(code_data, "training")
+    assert report == [f"{code_data['paths']['training']}: identical across 2 runs (3 cells, "
+                      "4 names compared)"]

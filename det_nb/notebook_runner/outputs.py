@@ -23,7 +23,9 @@ What a reader of a notebook sees is stable where the bytes the kernel sends are 
 stderr is compared like stdout (warnings, logging, tqdm's default stream), after a
 ``[stderr]`` line. Left out entirely: widget model ids, execution counts, and det_nb's own
 dashboard (it shows the environment, which the run records compare). Images and other
-binary outputs are compared by a hash.
+binary outputs are compared by a hash; an SVG image as a reader sees it (:func:`svg_as_seen`):
+without its metadata block (matplotlib writes the time it was drawn there) and with its
+element ids, which matplotlib salts at random, renamed by order of first appearance.
 
 :func:`reader_text` is the normalised text of a cell's outputs; :func:`outputs_digest`
 hashes exactly that text, so two cells whose digests differ always show a differing line
@@ -47,6 +49,11 @@ _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 _CONTROL_SEQUENCE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 _CARRIAGE_RETURN_NEWLINE = re.compile(r"\r+\n")
 _TRAILING_BLANKS = re.compile(r"[ \t]+$", re.MULTILINE)
+#: An SVG's metadata block (matplotlib's ``<dc:date>``, creator, ...): nothing a reader sees.
+_SVG_METADATA = re.compile(r"<metadata\b.*?</metadata>\s*|<metadata\b[^>]*/>\s*", re.DOTALL)
+_SVG_ID = re.compile(r"""\bid=(["'])(.*?)\1""")
+#: Where an SVG refers to an id: ``url(#id)``, ``href="#id"``, ``xlink:href="#id"``, ...
+_SVG_REFERENCE = re.compile(r"#([^\s\"'()#;,]+)")
 #: A sanitize file larger than this is refused before it is read.
 MAX_SANITIZE_BYTES = 1_000_000
 
@@ -230,11 +237,30 @@ def _rich_part(kind: str, mime: str, value: object, sanitizer: Sanitizer) -> str
     header = f"[{kind} {mime}]"
     if mime.startswith("text/"):
         return f"{header}\n{sanitizer.text(_joined(value))}"
-    if isinstance(value, (dict, list)) or mime.endswith("json"):
+    if mime == "image/svg+xml":
+        encoded = svg_as_seen(_joined(value))
+    elif isinstance(value, (dict, list)) or mime.endswith("json"):
         encoded = json.dumps(value, sort_keys=True, ensure_ascii=False)
     else:  # base64 images and other binary data
         encoded = _joined(value)
     return f"{header} {text_digest(encoded)}"
+
+
+def svg_as_seen(svg: str) -> str:
+    """``svg`` without what a reader cannot see and no seed fixes: its metadata block
+    (matplotlib's ``<dc:date>``) and the names of its ids (matplotlib salts them with
+    uuid4). Each id defined (``id="..."``) is renamed ``id1``, ``id2``, ... by order of first
+    appearance, and so is every reference to it (``#id``, ``url(#id)``,
+    ``xlink:href="#id"``); a ``#`` that names no id (a colour such as ``#1f77b4``) stays."""
+    svg = _SVG_METADATA.sub("", svg)
+    renamed: dict[str, str] = {}
+    for match in _SVG_ID.finditer(svg):
+        renamed.setdefault(match.group(2), f"id{len(renamed) + 1}")
+    if not renamed:
+        return svg
+    svg = _SVG_ID.sub(lambda m: f"id={m.group(1)}{renamed[m.group(2)]}{m.group(1)}", svg)
+    return _SVG_REFERENCE.sub(
+        lambda m: "#" + renamed[m.group(1)] if m.group(1) in renamed else m.group(0), svg)
 
 
 def _joined(value: object) -> str:

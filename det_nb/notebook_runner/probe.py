@@ -14,8 +14,10 @@ history or outputs, and each answers JSON text.
 Values are hashed by :func:`det_nb.fingerprint.fingerprint`, the hashes ``%%det_check``
 uses; it imports no NumPy for plain values, and neither does the probe, so CPU-kernel pins
 that ``%det_seed`` sets still act on the NumPy the notebook imports later. Code a cell
-defines (:func:`det_nb.fingerprint.is_code`: functions, classes, modules) is not a result:
-it is neither compared nor listed.
+defines (:func:`det_nb.fingerprint.is_code`: functions, classes, modules) is not a result,
+but the data it holds is (:func:`det_nb.fingerprint.as_result`: a function's defaults and
+closure cells, a class's data attributes): code that holds none is neither compared nor
+listed.
 
 The probe also starts det_nb's entropy audit (:mod:`det_nb.entropy_audit`), whether or not
 the notebook loads det_nb: each cell's answer carries the calls it made that drew from OS
@@ -38,6 +40,7 @@ _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes)
 class _Tracked:
     value: object
     digest: str
+    code: bool = False  # code that holds no data: no result
 
 
 class _Probe:
@@ -106,27 +109,27 @@ class _Probe:
         """{name: [digest, description, kind]} for each name that appeared, was rebound or
         deleted, or (among ``watched``, all when None) changed in place."""
         from det_nb.check import _visible
-        from det_nb.fingerprint import is_code
+        from det_nb.fingerprint import NOT_A_RESULT, as_result
 
         tracked = self.tracked
         now = _visible(self.shell)  # the user's names, as %%det_check sees them
         changes: dict[str, list[str]] = {}
         self.looked = []
         for name in tracked.keys() - now.keys():
-            if not is_code(tracked.pop(name).value):  # code is not a result
+            if not tracked.pop(name).code:  # code that held no data was no result
                 changes[name] = ["", "(deleted)", "value"]
         for name, value in now.items():
             old = tracked.get(name)
-            code = is_code(value)
             if old is not None and old.value is value and (
-                code or issubclass(type(value), _IMMUTABLE)
+                issubclass(type(value), _IMMUTABLE)
                 or (watched is not None and name not in watched)
             ):
                 continue
-            if code:  # not a result: neither compared nor listed
-                tracked[name] = _Tracked(value, "")
+            result = as_result(value)  # code by the data it holds
+            if result is NOT_A_RESULT:  # code holding none: neither compared nor listed
+                tracked[name] = _Tracked(value, "", code=True)
                 continue
-            fields = _print(value)
+            fields = _print(result)
             if old is not None and old.value is value and fields[0] == old.digest:
                 self.looked.append(name)
                 continue
@@ -135,21 +138,23 @@ class _Probe:
         return changes
 
     def _result(self, shown: object, names: dict[str, list[str]]) -> list[str] | None:
-        """Fields of the cell's displayed result; None where there is none, or it is code.
+        """Fields of the cell's displayed result; None where there is none, or it is code
+        that holds no data.
 
         A displayed value is a result even when no name holds it (``model(x)``): compared
         by its fingerprint, not by its rounded repr. A value a name of this cell holds is
         not fingerprinted twice.
         """
         from det_nb.check import _visible
-        from det_nb.fingerprint import is_code
+        from det_nb.fingerprint import NOT_A_RESULT, as_result
 
-        if shown is None or is_code(shown):
+        result = as_result(shown)
+        if shown is None or result is NOT_A_RESULT:
             return None
         self.shown = shown
         named = next((name for name, value in _visible(self.shell).items()
                       if value is shown and name in names), None)
-        return names[named] if named is not None else _print(shown)
+        return names[named] if named is not None else _print(result)
 
 
 def _print(value: object) -> list[str]:

@@ -20,7 +20,7 @@ def dump_values(names: list[str], file: str, shown: str | None = None) -> str:
     the name ``shown`` is the last cell's displayed result."""
     import numpy as np
 
-    from det_nb.fingerprint import snapshot
+    from det_nb.fingerprint import as_result, snapshot
     from det_nb.notebook_runner.probe import displayed_result, user_namespace
 
     namespace = dict(user_namespace())
@@ -32,7 +32,7 @@ def dump_values(names: list[str], file: str, shown: str | None = None) -> str:
     for name in names:
         mark, known = len(nodes), set(arrays)
         try:
-            roots[name] = _encode(snapshot(namespace[name]), nodes, arrays, {})
+            roots[name] = _encode(snapshot(as_result(namespace[name])), nodes, arrays, {})
         except Exception:  # absent, unsupported, or its own code raised: no detail
             del nodes[mark:]
             for key in set(arrays) - known:
