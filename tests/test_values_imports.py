@@ -14,17 +14,18 @@ from conftest import run_python
 # it fingerprints (none of which imports the family's framework itself).
 LOADED = {
     "numpy": (),
-    "torch": ("numpy", "pandas", "sklearn"),
+    "torch": ("numpy", "pandas", "sklearn", "tqdm"),
     "jax": ("numpy", "pandas", "torch", "matplotlib"),
     "tensorflow": ("numpy", "pandas", "torch"),
     "keras": ("numpy", "pandas", "torch"),
-    "pandas": ("numpy", "torch"),
+    "pandas": ("numpy", "torch", "tqdm"),
+    "tqdm": ("numpy", "pandas", "sklearn", "matplotlib"),  # torch imports tqdm itself
     "sklearn": ("numpy", "pandas", "torch"),
     "matplotlib": ("numpy", "pandas", "torch"),
 }
 
 VALUES = '''
-import collections, dataclasses, datetime, enum, json, random, sys, types
+import collections, dataclasses, datetime, enum, json, logging, random, re, sys, threading, types
 from det_nb.check import run_check
 from det_nb.fingerprint import describe_difference, fingerprint, is_code, snapshot
 
@@ -43,7 +44,8 @@ class Plain:
 Point = collections.namedtuple("Point", "x y")
 values = [None, 1, 2.5, "s", b"b", [1, (2, 3)], {"k": {1, 2}}, Config(0.1, [3]), Point(1, 2),
           Plain(), random.Random(3), datetime.datetime(2024, 1, 2), Colour.RED,
-          types.SimpleNamespace(a=1), json.dumps, print, object(), iter([1])]
+          types.SimpleNamespace(a=1), json.dumps, print, object(), iter([1]), re.compile("a+"),
+          threading.Lock(), threading.Event(), logging.getLogger("nb")]
 if "numpy" in LOADED:
     import numpy as np
     values += [np.arange(6.0).reshape(2, 3), np.float32(1), np.random.default_rng(1),
@@ -60,6 +62,10 @@ if "torch" in LOADED:
     net = torch.nn.Linear(2, 1)
     values += [torch.ones(2), net, torch.optim.SGD(net.parameters(), lr=0.1),
                torch.Generator(), torch.zeros(1).expand(10**4, 10**4)]
+if "tqdm" in LOADED:
+    import io
+    import tqdm
+    values += [tqdm.tqdm(total=2, file=io.StringIO())]
 if "matplotlib" in LOADED:
     import matplotlib
     matplotlib.use("agg")
@@ -81,4 +87,4 @@ def test_recognising_values_does_not_import_a_framework(framework: str) -> None:
     code = f"LOADED = {LOADED[framework]!r}\nFRAMEWORK = {framework!r}\n" + VALUES
     found = run_python(code)
     assert found["loaded"] == [], f"{framework} was imported: {found['loaded'][:5]}"
-    assert found["values"] >= 18
+    assert found["values"] >= 22

@@ -111,3 +111,21 @@ def test_any_frame_equals_its_copy_and_a_changed_cell_is_located(
     assert describe_difference(frame, changed, "f") == (
         f"f: DataFrame: column 'n': 1 of {len(frame)} rows differ; max abs difference 1; "
         f"first at row {row}")
+
+
+def test_attrs_are_compared_where_set() -> None:
+    """``DataFrame.attrs`` and ``Series.attrs`` hold the user's metadata (a scale, a
+    source); empty ones leave a frame's view as it was."""
+    from det_nb.values import view_of
+
+    assert "attrs" not in view_of(frame(0)).payload
+    a, b = frame(0), frame(0)
+    a.attrs["scale"], b.attrs["scale"] = 1.5, 1.5
+    assert fingerprint(a) == fingerprint(b)
+    b.attrs["scale"] = 2.0
+    assert describe_difference(a, b, "frame") == (
+        "frame: DataFrame: attrs['scale']: float differs by 0.5")
+    assert fingerprint(snapshot(a)) == fingerprint(a)
+    series, other = pd.Series([1.0, 2.0]), pd.Series([1.0, 2.0])
+    series.attrs["source"], other.attrs["source"] = "a.csv", "b.csv"
+    assert describe_difference(series, other, "s").startswith("s: Series: attrs['source']: ")

@@ -7,8 +7,12 @@ import collections
 import dataclasses
 import datetime
 import enum
+import logging
 import random
+import re
+import sys
 import threading
+import zlib
 from collections.abc import Iterator, Mapping
 
 from det_nb.fingerprint import Fingerprint, describe_difference, fingerprint, snapshot
@@ -120,13 +124,13 @@ def test_code_held_by_a_value_is_compared_by_name_and_unnamed_code_is_not() -> N
 
 
 def test_values_that_cannot_be_compared_say_why_wherever_they_are() -> None:
-    lock = threading.Lock()
-    assert fingerprint(lock).reason == "lock is not a supported type"
-    assert describe_difference([1, lock], [1, threading.Lock()], "v") == (
-        "v[1]: lock: cannot be compared (lock is not a supported type)")
+    compressor = zlib.compressobj()  # a C object whose state is out of reach
+    assert fingerprint(compressor).reason == "Compress is not a supported type"
+    assert describe_difference([1, compressor], [1, zlib.compressobj()], "v") == (
+        "v[1]: Compress: cannot be compared (Compress is not a supported type)")
     holder = Trainer(1)
-    holder.guard = lock
-    assert fingerprint(holder).reason == "at guard: lock is not a supported type"
+    holder.guard = compressor
+    assert fingerprint(holder).reason == "at guard: Compress is not a supported type"
     assert fingerprint(random.SystemRandom()).reason == (
         "SystemRandom draws from the operating system and has no state")
     assert isinstance(fingerprint(Trainer(1)), Fingerprint)
@@ -248,3 +252,47 @@ def test_an_enum_is_compared_by_name_and_value() -> None:
     assert fingerprint(defined(1).TRAIN) == fingerprint(defined(1).TRAIN)
     assert describe_difference(defined(1).TRAIN, defined(2).TRAIN, "m") == (
         "m: Mode: value: int differs by 1")
+
+
+def test_patterns_by_pattern_and_flags() -> None:
+    assert fingerprint(re.compile("a+")) == fingerprint(re.compile("a+"))
+    assert describe_difference(re.compile("a+"), re.compile("a*"), "pat") == (
+        "pat: Pattern: pattern: str differs at position 1 (lengths 2 and 2)")
+    assert describe_difference(re.compile("a+"), re.compile("a+", re.I), "pat") == (
+        "pat: Pattern: flags: int differs by 2")
+
+
+def test_threading_objects_hold_no_result_and_are_compared_by_kind() -> None:
+    for build in (threading.Lock, threading.RLock, threading.Condition, threading.Semaphore,
+                  threading.Event):
+        first, second = build(), build()
+        assert isinstance(fingerprint(first), Fingerprint)
+        assert fingerprint(first) == fingerprint(second)
+    held = threading.Lock()
+    held.acquire()  # no result either way
+    assert fingerprint(held) == fingerprint(threading.Lock())
+    assert describe_difference(threading.Lock(), threading.Event(), "guard") == (
+        "guard: type lock vs Event")
+    holder, other = Trainer(1), Trainer(1)
+    holder.guard, other.guard = threading.RLock(), threading.RLock()
+    assert fingerprint(holder) == fingerprint(other)
+
+
+def test_loggers_and_handlers_by_what_decides_their_output() -> None:
+    def logger(name: str, level: int, fmt: str) -> logging.Logger:
+        made = logging.Logger(name, level)  # not registered: a fresh one per call
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(fmt))
+        made.addHandler(handler)
+        return made
+
+    assert fingerprint(logger("nb", 10, "%(message)s")) == fingerprint(
+        logger("nb", 10, "%(message)s"))
+    assert describe_difference(logger("nb", 10, "%(message)s"), logger("nb", 20, "%(message)s"),
+                               "log") == "log: Logger: level: int differs by 10"
+    assert describe_difference(
+        logger("nb", 10, "%(message)s"), logger("nb", 10, "%(name)s %(message)s"), "log"
+    ).startswith("log: Logger: handlers[0]: StreamHandler: format: str differs")
+    to_out = logging.StreamHandler(sys.stdout)
+    assert describe_difference(logging.StreamHandler(sys.stderr), to_out, "h").startswith(
+        "h: StreamHandler: stream: str differs")

@@ -13,6 +13,7 @@ import pytest
 from conftest import run_python
 
 from det_nb.fingerprint import Fingerprint, describe_difference, fingerprint, snapshot
+from det_nb.values import view_of
 
 torch = pytest.importorskip("torch")
 
@@ -267,3 +268,52 @@ def test_a_compiled_module_is_compared_by_the_module_it_compiles() -> None:
     """)
     assert found == {"fingerprinted": True, "equal": True, "difference": (
         "net: torch.nn.Module: attributes['_orig_mod.temperature']: int differs by 1")}
+
+
+def test_gradients_are_compared_where_backward_left_them() -> None:
+    """``backward()`` without an optimizer step leaves its result in ``.grad``: a module's
+    parameters' gradients and a leaf tensor's gradient are compared; a tensor without one
+    keeps the view of its values alone."""
+
+    def backed(scale: float) -> object:
+        net = model(0).eval()  # its buffers stay as they are: only the gradients differ
+        net(torch.full((8, 4), scale)).pow(2).sum().backward()
+        return net
+
+    assert fingerprint(backed(1.0)) == fingerprint(backed(1.0))
+    assert "grads" not in view_of(model(0)).payload
+    found = describe_difference(backed(1.0), backed(2.0), "net")
+    assert found.startswith("net: torch.nn.Module: grads['0.weight']: ")
+    plain = torch.ones(2)
+    assert fingerprint(plain) == fingerprint(torch.ones(2, requires_grad=True))
+    first, second = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    (first * 2).sum().backward()
+    (second * 2).sum().backward()
+    assert fingerprint(first) == fingerprint(second)
+    assert fingerprint(first) != fingerprint(plain)
+    third = torch.ones(2, requires_grad=True)
+    (third * torch.tensor([2.0, 3.0])).sum().backward()
+    assert describe_difference(first, third, "x") == (
+        "x: torch.Tensor: grad: 1 of 2 elements differ; max abs difference 1; first at "
+        "grad[1]")
+
+
+def test_a_private_attribute_of_a_users_subclass_of_a_torch_module_is_compared() -> None:
+    """torch's own private attributes stay out; the user's subclass's ``_scale`` is
+    the user's."""
+
+    class MyLinear(torch.nn.Linear):
+        def __init__(self, scale: float) -> None:
+            torch.manual_seed(0)
+            super().__init__(2, 1)
+            self._scale = scale
+
+    assert fingerprint(MyLinear(1.0)) == fingerprint(MyLinear(1.0))
+    assert describe_difference(MyLinear(1.0), MyLinear(2.0), "net") == (
+        "net: torch.nn.Module: attributes['_scale']: float differs by 1")
+    for build in (lambda: torch.nn.LSTM(2, 3), lambda: torch.nn.Linear(2, 1),
+                  lambda: torch.nn.BatchNorm1d(3), lambda: torch.nn.MultiheadAttention(4, 2)):
+        torch.manual_seed(0)
+        first = build()
+        torch.manual_seed(0)
+        assert fingerprint(first) == fingerprint(build())

@@ -23,8 +23,10 @@ from det_nb.values.matplotlib import Matplotlib
 from det_nb.values.numpy import Numpy
 from det_nb.values.objects import Objects
 from det_nb.values.pandas import Pandas
+from det_nb.values.progress import Tqdm
 from det_nb.values.python import Python, why_unsupported
 from det_nb.values.sklearn import Sklearn
+from det_nb.values.stdlib import Stdlib
 from det_nb.values.tensorflow import TensorFlow
 from det_nb.values.torch import Torch
 
@@ -32,7 +34,7 @@ from det_nb.values.torch import Torch
 #: float64 is a Python float too), Keras before TensorFlow (a Keras variable is a TF
 #: tensor), and plain objects last (every framework's objects are Python objects too).
 FAMILIES: tuple[Family, ...] = (Numpy(), Python(), Torch(), Jax(), Keras(), TensorFlow(),
-                                Pandas(), Sklearn(), Matplotlib(), Objects())
+                                Pandas(), Sklearn(), Matplotlib(), Stdlib(), Tqdm(), Objects())
 
 
 #: The method by which a class gives the value its instances are compared by.

@@ -13,6 +13,11 @@ from det_nb.values.base import Family, Reduced, View, count, find, parts, state
 from det_nb.values.numpy import array_view
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
+# Public attributes that Keras's own layers fill with Keras's bookkeeping: a functional
+# model's output and input names are its layers' session-numbered names ("dense_3").
+_KERAS_BOOKKEEPING = frozenset({"output_names", "input_names"})
+# Nesting beyond which a container attribute is not looked into (fingerprints' bound).
+_MAX_DEPTH = 100
 
 
 class Keras(Family):
@@ -57,12 +62,14 @@ class Keras(Family):
 def _layer_attributes(keras: Any, layer: Any) -> dict[int, Reduced]:
     """The plain data, tensors and seed generators in the public attributes of ``layer``
     and of every layer in it, by the layer's position (0: ``layer`` itself; Keras numbers
-    names per session): ``units``, ``rate``, a ``Dropout``'s ``seed_generator``, a
-    ``self.proj`` tensor or ``self.temperature`` of the user's own.
+    names per session): ``units``, ``rate``, a ``LayerNormalization``'s ``axis`` list, a
+    ``Dropout``'s ``seed_generator``, a ``self.proj`` tensor, ``self.scale =
+    np.float32(...)`` or a ``self.history = [...]`` list of numbers of the user's own.
 
     Only these: Keras's private attributes hold its bookkeeping (graph nodes with
-    session-numbered names), and its public lists, dicts and objects (``output_names``,
-    initializers, ``history``, compiled functions) mix the user's values with Keras's own.
+    session-numbered names), as do a functional model's ``output_names``; other objects
+    (initializers, a fitted model's ``history`` callback, compiled functions, lists and
+    dicts holding any of these) mix the user's values with Keras's own.
     """
     try:
         layers = list(layer._flatten_layers(include_self=True, recursive=True))
@@ -73,7 +80,7 @@ def _layer_attributes(keras: Any, layer: Any) -> dict[int, Reduced]:
     for position, each in enumerate(layers):
         named = {name: part for name, part in sorted(vars(each).items())
                  if not name.startswith("_") and name not in bare
-                 and _plain_or_tensor(keras, part)}
+                 and name not in _KERAS_BOOKKEEPING and _plain_or_tensor(keras, part)}
         if named:
             kind = type(each).__name__
             found[position] = Reduced(parts(kind, named,
@@ -87,18 +94,25 @@ def _bare_layer_attributes(keras: Any) -> frozenset[str]:
     return frozenset(vars(keras.layers.Layer(name="det_nb_bare_layer")))
 
 
-def _plain_or_tensor(keras: Any, part: object) -> bool:
-    """A plain scalar, a tuple of them, a tensor or array (not a variable: those are the
-    layer's weights), or a seed generator (a ``Dropout``'s, whose state decides its next
-    masks and is not among the weights)."""
+def _plain_or_tensor(keras: Any, part: object, depth: int = 0) -> bool:
+    """A plain scalar, a NumPy scalar, a tensor or array (not a variable: those are the
+    layer's weights), a seed generator (a ``Dropout``'s, whose state decides its next
+    masks and is not among the weights), or a list, tuple or dict (Keras's tracked ones
+    included) made of these alone (a list that holds itself, or nests deeper than the
+    fingerprint's bound, is not)."""
     if isinstance(part, _PLAIN + find(keras, "random.SeedGenerator")):
         return True
-    if type(part) is tuple:
-        return all(_plain_or_tensor(keras, item) for item in part)
+    if isinstance(part, list | tuple | dict) and depth >= _MAX_DEPTH:
+        return False
+    if isinstance(part, list | tuple):
+        return all(_plain_or_tensor(keras, item, depth + 1) for item in part)
+    if isinstance(part, dict):
+        return all(isinstance(key, _PLAIN) and _plain_or_tensor(keras, item, depth + 1)
+                   for key, item in part.items())
     if isinstance(part, find(keras, "Variable")):
         return False
     np = sys.modules.get("numpy")
-    if np is not None and isinstance(part, np.ndarray):
+    if np is not None and isinstance(part, np.ndarray | np.generic):
         return True
     try:
         return bool(keras.ops.is_tensor(part))

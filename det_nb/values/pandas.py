@@ -1,5 +1,5 @@
-"""pandas: data frames by column (values, dtypes, labels), series, indexes (multi-level
-ones by levels and codes), categoricals, extension arrays and missing values."""
+"""pandas: data frames by column (values, dtypes, labels) and ``attrs``, series, indexes
+(multi-level ones by levels and codes), categoricals, extension arrays and missing values."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ class Pandas(Family):
         if isinstance(value, pd.Series):
             named = {"name": value.name, "dtype": str(value.dtype), "index": value.index,
                      "values": rows(pd, value.array)}
+            if value.attrs:  # the user's metadata; left out while empty (as most are)
+                named["attrs"] = dict(value.attrs)
             return parts("Series", named, f"Series {value.dtype} ({len(value)} rows)")
         if isinstance(value, pd.Index):
             return _index_view(pd, value)
@@ -47,7 +49,8 @@ class Pandas(Family):
 
 
 def _frame_view(pd: Any, frame: Any) -> View:
-    """Labels, dtypes, then each column's values as its own part (``column 'a'``)."""
+    """Labels, dtypes, then each column's values as its own part (``column 'a'``), then
+    ``attrs`` where set."""
     labels = list(frame.columns)
     named: dict[str, object] = {"columns": frame.columns, "index": frame.index,
                                 "dtypes": tuple(str(dtype) for dtype in frame.dtypes)}
@@ -58,6 +61,8 @@ def _frame_view(pd: Any, frame: Any) -> View:
         if label in repeated:
             key += f" (position {position})"
         named[key] = rows(pd, frame.iloc[:, position].array)
+    if frame.attrs:  # the user's metadata; left out while empty (as most are)
+        named["attrs"] = dict(frame.attrs)
     rows_count, columns = frame.shape
     return parts("DataFrame", named, f"DataFrame ({rows_count} rows, {columns} columns)")
 

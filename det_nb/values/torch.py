@@ -1,17 +1,19 @@
-"""PyTorch: tensors on any device (sparse, quantized and nested ones by their components),
-modules by ``state_dict()``, their other buffers, their own attributes and training mode,
+"""PyTorch: tensors on any device (sparse, quantized and nested ones by their components;
+a leaf tensor with a gradient with its ``.grad``), modules by ``state_dict()``, their other
+buffers, their parameters' gradients, their own attributes and training mode,
 optimizers, LR schedulers and other torch objects by ``state_dict()``, generators by their
 state."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import weakref
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any
 
-from det_nb.values.base import Family, View, count, find, parts, scalar, state
+from det_nb.values.base import Family, Reduced, View, count, find, parts, scalar, state
 from det_nb.values.numpy import array_view
 from det_nb.values.objects import instance_attributes
 
@@ -59,7 +61,18 @@ class Torch(Family):
 
 def tensor_view(torch: Any, tensor: Any) -> View:
     """A tensor by its values (copied to the CPU), or by its components where its layout
-    is not strided; a tensor without values (on the meta device) is not compared."""
+    is not strided; a tensor without values (on the meta device) is not compared. A leaf
+    tensor whose ``.grad`` is set (after ``backward()``) is compared by its values and that
+    gradient; one without a gradient keeps the view of its values alone."""
+    values = _values_view(torch, tensor)
+    grad = tensor.grad if tensor.is_leaf else None  # .grad of a non-leaf only warns
+    if grad is None:
+        return values
+    return parts(TENSOR, {"values": Reduced(values), "grad": grad},
+                 f"{values.summary} with its grad")
+
+
+def _values_view(torch: Any, tensor: Any) -> View:
     if tensor.is_meta:
         return View("bad", TENSOR, "a tensor on the meta device has a shape but no values",
                     TENSOR)
@@ -142,8 +155,9 @@ def _quantized_view(torch: Any, tensor: Any, dtype: str, shape: tuple) -> View:
 
 def _module_view(torch: Any, module: Any, kind: str) -> View:
     """A module by its ``state_dict()`` (parameters and persistent buffers, by key), its
-    non-persistent buffers, its own attributes and those of its submodules (by submodule
-    path: ``lin.in_features``) and training mode."""
+    non-persistent buffers, its parameters' gradients where set (``grads['0.weight']``:
+    ``backward()`` without a step leaves its result there), its own attributes and those of
+    its submodules (by submodule path: ``lin.in_features``) and training mode."""
     weights = module.state_dict()
     named: dict[str, object] = {"class": kind, "training": module.training}
     submodules = list(module.named_modules())
@@ -155,6 +169,10 @@ def _module_view(torch: Any, module: Any, kind: str) -> View:
     unsaved = {name: buffer for name, buffer in module.named_buffers() if name not in weights}
     if unsaved:
         named["non-persistent buffers"] = unsaved
+    grads = {name: parameter.grad for name, parameter in module.named_parameters()
+             if parameter.grad is not None}
+    if grads:
+        named["grads"] = grads
     attributes = {f"{path}.{name}" if path else name: part
                   for path, sub in submodules for name, part in _own_attributes(torch, sub)}
     if attributes:
@@ -167,8 +185,10 @@ def _module_view(torch: Any, module: Any, kind: str) -> View:
 def _own_attributes(torch: Any, module: Any) -> list[tuple[str, object]]:
     """The attributes of ``module`` that are the user's: those a bare ``nn.Module()`` does
     not have (its parameters, buffers, submodules, hooks and flags), less torch's own
-    bookkeeping: hook handles and weak references anywhere, and the private (``_``)
-    attributes of a class torch defines or derives (``nn.LSTM``'s ``_flat_weight_refs``).
+    bookkeeping: hook handles and weak references anywhere, and, in a module whose class
+    torch defines or derives, the private (``_``) attributes torch's code names
+    (``nn.LSTM``'s ``_flat_weight_refs``); a private attribute of the user's own subclass
+    (``self._scale`` in ``class MyLinear(nn.Linear)``) is compared.
     The machinery of ``torch.compile``'s wrapper is left out too: the module it compiles is
     its submodule ``_orig_mod``, compared with everything. A module made by
     ``torch.jit.script`` keeps its attributes in its C++ module, which lists them."""
@@ -176,28 +196,70 @@ def _own_attributes(torch: Any, module: Any) -> list[tuple[str, object]]:
     kind = _kind_of_module(torch, type(module))
     if kind == "compiled":
         return []
+    torchs: frozenset[str] = frozenset()
     if kind == "torch":
         scripted = vars(module).get("_concrete_type")
         if scripted is not None:  # torch.jit.script: the attributes live in its C++ module
             return [(name, getattr(module, name))
                     for name, (_, is_parameter) in sorted(scripted.get_attributes().items())
                     if not is_parameter and name not in bare]
+        torchs = _names_torch_uses(type(module))
     weak = _WEAK + find(torch, "utils.hooks.RemovableHandle")
     return [(name, part) for name, part in instance_attributes(module, bare).items()
-            if not (kind == "torch" and name.startswith("_")) and not isinstance(part, weak)]
+            if not (name.startswith("_") and name in torchs) and not isinstance(part, weak)]
 
 
 @functools.lru_cache(maxsize=1024)  # asked for every submodule, of few classes
 def _kind_of_module(torch: Any, kind: type) -> str:
     """``compiled`` for torch.compile's wrapper, ``torch`` for a class torch defines or one
-    derived from such (not from ``nn.Module`` alone): its private attributes are torch's;
-    ``user`` for the others."""
+    derived from such (not from ``nn.Module`` alone): torch's code keeps private
+    attributes in it; ``user`` for the others."""
     if kind.__name__ == "OptimizedModule" and _torch_defined(kind):
         return "compiled"
     if any(_torch_defined(base) for base in kind.__mro__
            if base is not torch.nn.Module and issubclass(base, torch.nn.Module)):
         return "torch"
     return "user"
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_torch_uses(kind: type) -> frozenset[str]:
+    """Every name the code of torch's own classes among ``kind``'s bases mentions (the
+    attribute names and the strings in their functions, nested ones included): the
+    private attributes torch keeps in a module of that kind."""
+    names: set[str] = set()
+    for base in kind.__mro__:
+        if not _torch_defined(base):
+            continue
+        names.update(name for name in vars(base) if isinstance(name, str))
+        for member in vars(base).values():
+            for code in _code_objects(member):
+                _collect_names(code, names)
+    return frozenset(names)
+
+
+def _code_objects(member: object) -> list[CodeType]:
+    """The code of a function, method, static or class method or property in a class."""
+    if isinstance(member, staticmethod | classmethod):
+        member = member.__func__
+    functions = ([member.fget, member.fset, member.fdel] if isinstance(member, property)
+                 else [member])
+    found = []
+    for function in functions:
+        function = inspect.unwrap(function) if callable(function) else function
+        code = getattr(function, "__code__", None)
+        if isinstance(code, CodeType):
+            found.append(code)
+    return found
+
+
+def _collect_names(code: CodeType, names: set[str]) -> None:
+    names.update(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, str):
+            names.add(constant)
+        elif isinstance(constant, CodeType):
+            _collect_names(constant, names)
 
 
 def _keras_layer(value: object) -> bool:
