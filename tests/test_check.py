@@ -147,11 +147,11 @@ def test_code_alone_is_nothing_to_compare_and_an_uncomparable_value_alone_is_not
     """)
     assert code.text() == "nothing to compare across 2 runs: the cell assigned or changed no names"
     assert not code.deterministic
-    report = check(ipy, "import threading\nlock = threading.Lock()")
+    report = check(ipy, "import zlib\nstream = zlib.compressobj()")
     assert report.text() == textwrap.dedent("""\
         not proven across 2 runs: 1 value could not be compared
         could not be compared:
-          lock: lock: lock is not a supported type""")
+          stream: Compress: Compress is not a supported type""")
     assert not report.deterministic
 
 
@@ -248,12 +248,12 @@ def test_objects_changed_in_place_are_compared_by_their_attributes(
 
 
 def test_objects_used_but_not_fingerprintable_make_it_not_proven(ipy: InteractiveShell) -> None:
-    ipy.run_cell("import threading\nclass Guarded:\n    def __init__(self):\n"
-                 "        self.lock = threading.Lock()\n        self.n = 0\nguarded = Guarded()")
+    ipy.run_cell("import zlib\nclass Guarded:\n    def __init__(self):\n"
+                 "        self.lock = zlib.compressobj()\n        self.n = 0\nguarded = Guarded()")
     report = check(ipy, "guarded.n += 1\ntotal = 1")
     assert [u.name for u in report.unchecked] == ["guarded"]
     assert report.unchecked[0].reason == (
-        "Guarded: used by the cell, which may change it unseen: at lock: lock is not a "
+        "Guarded: used by the cell, which may change it unseen: at lock: Compress is not a "
         "supported type")
     assert report.headline() == "not proven across 2 runs: 1 value could not be compared"
 
@@ -274,7 +274,7 @@ def test_unseeded_draws_make_equal_runs_not_proven(ipy: InteractiveShell) -> Non
     assert report.text().splitlines()[-2:] == [
         "unseeded randomness (det_nb's entropy audit):", f"  {drawn}"]
     assert 'color: #b35900">not proven' in report.html()
-    both = check(ipy, "import os, threading\nn = len(os.urandom(2))\nguard = threading.Lock()")
+    both = check(ipy, "import os, zlib\nn = len(os.urandom(2))\nguard = zlib.compressobj()")
     assert both.headline() == (
         "not proven across 2 runs: 1 value could not be compared; the cell drew unseeded "
         "randomness (OS entropy or a seed from a clock)")
@@ -595,11 +595,11 @@ def test_a_training_notebooks_code_stays_identical_with_nothing_unchecked(
 def test_data_notebook_code_holds_that_cannot_be_compared_is_unchecked(
     ipy: InteractiveShell,
 ) -> None:
-    report = check(ipy, "import threading\ndef locked(lock=threading.Lock()):\n    return lock")
+    report = check(ipy, "import zlib\ndef squeeze(stream=zlib.compressobj()):\n    return stream")
     assert report.text() == textwrap.dedent("""\
         not proven across 2 runs: 1 value could not be compared
         could not be compared:
-          locked: function: at __defaults__[0]: lock is not a supported type""")
+          squeeze: function: at __defaults__[0]: Compress is not a supported type""")
 
 
 def test_a_change_made_through_a_closure_is_seen_under_its_global_name(
