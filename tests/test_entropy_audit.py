@@ -18,8 +18,10 @@ from conftest import QUIET_TF, run_python
 from hypothesis import given
 from hypothesis import strategies as st
 
+import det_nb
 from det_nb import entropy_audit
 from det_nb import run_record as record
+from det_nb.entropy_audit.cell_calls import RouteCalls, routed
 from det_nb.entropy_audit.user_code import clock_calls
 from det_nb.session import Session
 
@@ -51,6 +53,41 @@ def test_clock_calls_takes_any_text_and_names_only_its_lines(source: str) -> Non
     found = clock_calls(source)
     assert all(1 <= line <= source.count("\n") + 1 for line in found)
     assert all(isinstance(call, ast.Call) for calls in found.values() for call in calls)
+
+
+@pytest.mark.parametrize(("source", "rewritten"), [
+    ("g = np.random.PCG64(int(time.time()))", ["np.random.PCG64"]),
+    ("np.random.Generator(np.random.PCG64(time.time_ns()))", ["np.random.PCG64"]),
+    ("ss = SeedSequence(entropy=int(datetime.now().timestamp()))", ["SeedSequence"]),
+    ("x = g.seed()\ntorch.default_generator.manual_seed(5)",
+     ["g.seed", "torch.default_generator.manual_seed"]),
+    ("bits = np.random.PCG64(5); t0 = time.time()\nf(g())\nnp.random.seed(s)\n"
+     "rngs.append(np.random.rand())", []),
+])
+def test_only_calls_that_may_reach_a_watched_c_callee_are_rewritten(source, rewritten) -> None:
+    tree = RouteCalls().visit(ast.parse(source))
+    routed_calls = [node.func.args[0] for node in ast.walk(tree) if isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Call)
+                    and isinstance(node.func.func, ast.Attribute)
+                    and node.func.func.attr == "watch_call"]
+    assert sorted(map(ast.unparse, routed_calls)) == sorted(rewritten)
+    assert sum(map(routed, (n for n in ast.walk(ast.parse(source))
+                            if isinstance(n, ast.Call)))) == len(rewritten)
+
+
+def test_a_rewritten_call_keeps_its_place_and_calls_the_same_callee() -> None:
+    """Columns and lines of the call as written stay (records and tracebacks name them);
+    the callee a cell gets back for anything not watched is the callee itself."""
+    source = "x = 1\nvalue = PCG64(\n    2, int(time.time()) * 0)"
+    original = ast.parse(source).body[1].value
+    call = RouteCalls().visit(ast.parse(source)).body[1].value
+    assert [(n.lineno, n.col_offset, n.end_lineno, n.end_col_offset) for n in (call, call.func)] \
+        == [(original.lineno, original.col_offset, original.end_lineno, original.end_col_offset),
+            (2, 8, 2, 13)]
+    namespace: dict = {"time": __import__("time"), "PCG64": max}  # not a watched callee
+    exec(compile(RouteCalls().visit(ast.parse(source)), "<cell>", "exec"), namespace)
+    assert namespace["value"] == 2
+    assert entropy_audit.watch_call(max) is max
 
 
 def _record(**fields) -> dict:
@@ -133,7 +170,8 @@ def test_unload_puts_every_entry_point_back_and_reload_watches_again() -> None:
         watched = [now is not then for now, then in zip(entry_points(), before)]
         shell.run_line_magic("unload_ext", "det_nb")
         restored = [now is then for now, then in zip(entry_points(), before)]
-        reset_restored = "reset" not in vars(shell)
+        reset_restored = "reset" not in vars(shell) and not any(
+            type(t).__name__ == "RouteCalls" for t in shell.ast_transformers)
         from wrapt import importer
         waiting = [name for name, hooks in importer._post_import_hooks.items() if hooks]
         assert shell.run_cell("v = uuid.uuid4()", store_history=True).success
@@ -295,6 +333,13 @@ CLOCK_SEEDS = {
                                    "random.seed(datetime.now(timezone.utc).microsecond)", 3),
     "date.today": ("import numpy as np\nfrom datetime import date\n"
                    "rng = np.random.default_rng(date.today().toordinal())", 3),
+    "Generator(PCG64(clock)), a Cython class": (
+        "import numpy as np, time\nr = np.random.Generator(np.random.PCG64(int(time.time())))",
+        2),
+    "SeedSequence(entropy=clock)": ("import numpy as np, time\n"
+                                    "ss = np.random.SeedSequence(entropy=time.time_ns())", 2),
+    "torch.Generator().manual_seed(clock), a C method": (
+        "import torch, time\ng = torch.Generator()\ng.manual_seed(int(time.time()))", 3),
 }
 # A clock on the line, in the statement or in the call, but not in the seed; or a call named
 # like a clock that is the user's own.
@@ -310,7 +355,41 @@ NOT_CLOCK_SEEDS = {
         "stamp = Stamp()\nrng = np.random.default_rng(stamp.now())"),
     "a function of the user's own called time": (
         "import random\ndef time():\n    return 3\nrandom.seed(time())"),
+    "NumPy classes seeded, a clock beside them": (
+        "import numpy as np, time\nss = np.random.SeedSequence(5, pool_size=int(time.time()) "
+        "% 1 + 4)\nbits = np.random.MT19937(5); t0 = time.time()"),
+    "torch generators seeded, a clock beside them": (
+        "import torch, time\ng = torch.Generator().manual_seed(5); t0 = time.time()\n"
+        "torch.default_generator.manual_seed(7)"),
 }
+
+
+def test_torch_global_seeds_given_by_anyone_are_known_and_others_are_not(shell) -> None:
+    """det_nb's seeding and re-seeding, a user's torch.manual_seed, fork_rng and a restored
+    state leave the check ok; a C method re-seeding the global generator outside any cell
+    (as a library would) makes it warn, once per seed, without a line."""
+    torch = pytest.importorskip("torch")
+    shell.run_line_magic("det_seed", "42 --per-cell --quiet")
+    assert shell.run_cell("import torch\ntorch.manual_seed(123)\na = torch.rand(2)\n"
+                          "with torch.random.fork_rng():\n    torch.manual_seed(5)\n",
+                          store_history=True).success
+    state = torch.get_rng_state()
+    det_nb.reseed()
+    torch.set_rng_state(state)
+    shell.run_line_magic("det_seed", "43 --quiet")
+    assert entropy_audit.records() == []
+    assert entropy_audit.status_check().state == "ok"
+    torch.default_generator.seed()  # not a cell's call: seen by the seed it leaves
+    entropy_audit.mark()  # seeds are looked at when records are read or marked, and
+    torch.default_generator.seed()  # before each seeding
+    shell.run_line_magic("det_seed", "43 --quiet")
+    assert [(r["cell"], r["line"], r["text"], r["count"]) for r in entropy_audit.records()] == [
+        (None, None, "torch's global generator", 2)]
+    check = entropy_audit.status_check()
+    assert check.state == "warn" and check.detail.endswith(
+        "torch's global generator was re-seeded from OS entropy after %det_seed (torch.seed() "
+        "or torch.default_generator.seed()), 2 times")
+    assert check.fix.startswith("torch's global generator: remove the call")
 
 
 @pytest.mark.parametrize("case", CLOCK_SEEDS)

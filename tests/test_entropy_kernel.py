@@ -130,6 +130,11 @@ UNSEEDED = {
     "os.urandom": ("import os\nsalt = os.urandom(16)", 2, "os.urandom(16)"),
     "torch.seed()": ("import torch\nseed = torch.seed()", 2, "torch.seed()"),
     "torch.cuda.seed()": ("import torch\ntorch.cuda.seed()", 2, "torch.cuda.seed()"),
+    # C methods: seen through the cell's rewritten calls (cell_calls)
+    "torch.Generator().seed()": ("import torch\ng = torch.Generator()\nseed = g.seed()", 3,
+                                 "g.seed()"),
+    "torch.default_generator.seed()": ("import torch\nx = torch.default_generator.seed()", 2,
+                                       "torch.default_generator.seed()"),
     "tf Generator": ("import tensorflow as tf\n"
                      "g = tf.random.Generator.from_non_deterministic_state()", 2,
                      "tf.random.Generator.from_non_deterministic_state()"),
@@ -153,6 +158,21 @@ CLOCK_SEEDED = {
     "default_rng(time.time_ns())": ("import numpy as np, time\n"
                                     "rng = np.random.default_rng(time.time_ns())", 2,
                                     "np.random.default_rng(time.time_ns())"),
+    # Cython classes and C methods: seen through the cell's rewritten calls (cell_calls)
+    "Generator(PCG64(clock))": ("import numpy as np, time\n"
+                                "r = np.random.Generator(np.random.PCG64(int(time.time())))", 2,
+                                "np.random.PCG64(int(time.time()))"),
+    "SeedSequence(clock)": ("import numpy as np, time\n"
+                            "ss = np.random.SeedSequence(int(time.time()))", 2,
+                            "np.random.SeedSequence(int(time.time()))"),
+    "PCG64(time.time_ns())": ("import numpy as np, time\nbits = np.random.PCG64(time.time_ns())",
+                              2, "np.random.PCG64(time.time_ns())"),
+    "Philox(seed=clock)": ("import numpy as np, time\n"
+                           "bits = np.random.Philox(seed=time.perf_counter_ns())", 2,
+                           "np.random.Philox(seed=time.perf_counter_ns())"),
+    "torch.Generator().manual_seed(clock)": (
+        "import torch, time\ng = torch.Generator().manual_seed(int(time.time()))", 2,
+        "torch.Generator().manual_seed(int(time.time()))"),
     "torch.manual_seed": ("import torch, time\ntorch.manual_seed(int(time.time()))", 2,
                           "torch.manual_seed(int(time.time()))"),
     "torch.manual_seed from datetime.now()": (
@@ -183,6 +203,13 @@ SEEDED = {
     "a temporary file (tempfile draws its names from random.Random())":
         "import tempfile\nwith tempfile.TemporaryDirectory() as folder:\n    pass",
     "torch": "import torch\ntorch.manual_seed(5)\ng = torch.Generator().manual_seed(5)",
+    "torch's global generator seeded by the user, also through its C method":
+        "import torch\ntorch.manual_seed(123)\nx = torch.rand(2)\n"
+        "torch.default_generator.manual_seed(7)\ny = torch.rand(2)\n"
+        "with torch.random.fork_rng():\n    torch.manual_seed(9)\n    z = torch.rand(1)",
+    "numpy classes seeded, a clock beside them":
+        "import numpy as np, time\nbits = np.random.PCG64(5); t0 = time.time()\n"
+        "ss = np.random.SeedSequence(5, pool_size=max(4, int(time.time()) % 1))",
     "tensorflow": "import tensorflow as tf\ntf.random.set_seed(5)\n"
                   "g = tf.random.Generator.from_seed(5)\n"
                   "x = tf.random.get_global_generator().normal([2])",
@@ -338,13 +365,44 @@ def test_keras_seed_generators_take_their_seed_from_seeded_python_random(kernel)
     assert all(r["cell"] == cell for r in records)
 
 
-def test_torch_generator_seed_is_a_c_method_the_audit_cannot_see(kernel) -> None:
-    """Documented in docs/audit.md: its type cannot be patched, so no record appears."""
+def test_classes_stay_classes_where_the_audit_watches_their_calls(kernel) -> None:
+    """The cell's call is routed through the audit; NumPy's and torch's types are not
+    replaced, so isinstance and the values are what they were."""
     kernel.fresh()
     _, printed = kernel.run(
-        "import torch\ntry:\n    torch.Generator.seed = torch.Generator.seed\n"
-        "except TypeError as error:\n    print(error)\nseed = torch.Generator().seed()")
-    assert "cannot set 'seed' attribute of immutable type 'torch._C.Generator'" in printed
+        "import numpy as np, torch, time\nbits = np.random.PCG64(int(time.time()))\n"
+        "g = torch.Generator().manual_seed(int(time.time()))\n"
+        "print(isinstance(bits, np.random.PCG64), type(g) is torch.Generator, "
+        "np.random.PCG64(int(time.time()) * 0 + 5).random_raw() == "
+        "np.random.PCG64(5).random_raw())")
+    assert printed.split() == ["True", "True", "True"]
+    assert len(kernel.probe()["records"]) == 3
+
+
+TORCH_RESEEDED = ("torch's global generator was re-seeded from OS entropy after %det_seed "
+                  "(torch.seed() or torch.default_generator.seed())")
+
+
+def test_a_global_torch_seed_nobody_gave_makes_the_kernel_not_reproducible(kernel) -> None:
+    """A C method re-seeding torch's global generator where no cell's call shows it (code
+    run by exec, a library): found by its seed, not by its call, once per seed. Re-seeding
+    keeps the record, a hard reset clears it, as any record."""
+    kernel.fresh()
+    kernel.run("import torch\nexec('torch.default_generator.seed()')\nx = torch.rand(2)")
+    result = kernel.probe()
+    [record] = result["records"]
+    assert (record["cell"], record["file"], record["line"], record["call"], record["kind"]) == (
+        None, None, None, TORCH_RESEEDED, "os entropy")
+    assert result["state"] == "warn"
+    assert result["verdict"].startswith("NOT reproducible: ")
+    assert ("(unseeded randomness: torch's global generator: remove the call (%det_seed seeds "
+            "torch)") in result["verdict"]
+    assert f"seeded from a clock: {TORCH_RESEEDED}" in result["check"]
+    kernel.run(SEED)
+    kernel.run("import det_nb, torch\ndet_nb.reseed()\nx = torch.rand(2)")
+    assert [r["count"] for r in kernel.probe()["records"]] == [1]
+    kernel.run("%reset -f")
+    kernel.run("import torch\nx = torch.rand(2)")
     assert kernel.probe()["records"] == []
 
 

@@ -47,6 +47,35 @@ print(json.dumps({"equal": drawn == torch.rand(3).tolist(),
     assert result == {"equal": True, "check": "ok"}
 
 
+def test_the_audit_knows_the_seeds_torch_was_given_and_not_one_drawn_by_a_c_method() -> None:
+    """A script (its __main__ is the user's code): det_nb seeding torch at import and
+    re-seeding it, the user's torch.manual_seed and a restored state leave the status
+    reproducible; torch.default_generator.seed(), a C method, is caught by the seed it leaves."""
+    result = run_python("""
+import json
+import det_nb
+from det_nb import entropy_audit
+det_nb.seed(42, trial=3)
+import torch
+torch.manual_seed(123)
+state = torch.get_rng_state()
+det_nb.reseed()
+torch.set_rng_state(state)
+det_nb.seed(7)
+before = [det_nb.status().verdict(), entropy_audit.records()]
+torch.default_generator.seed()
+after = [det_nb.status().verdict(), [r["call"] for r in entropy_audit.records()]]
+print(json.dumps({"before": before, "after": after}))
+""")
+    assert result["before"][1] == []
+    assert not result["before"][0].startswith("NOT reproducible"), result["before"][0]
+    verdict, calls = result["after"]
+    assert verdict.startswith("NOT reproducible: ")
+    assert "(unseeded randomness: torch's global generator: remove the call" in verdict
+    assert calls == ["torch's global generator was re-seeded from OS entropy after %det_seed "
+                     "(torch.seed() or torch.default_generator.seed())"]
+
+
 @pytest.mark.parametrize("deterministic_ops", [False, True, "warn"])
 def test_torch_imported_after_tensorflow_does_not_crash(deterministic_ops: bool | str) -> None:
     """TF then torch in a det_nb session: torch's own switch would import triton's LLVM

@@ -31,7 +31,7 @@ from det_nb.status import Check
 
 __all__ = [
     "CHECK_NAME", "CLOCK", "OS_ENTROPY", "activate", "clear", "describe", "install", "mark",
-    "records", "status_check", "uninstall",
+    "records", "status_check", "uninstall", "watch_call",
 ]
 
 # Values computed by ops warn mode listed live in the namespace a hard %reset empties too.
@@ -63,7 +63,9 @@ def records(cell: int | None = None, since: int | None = None) -> list[dict[str,
     relative to the notebook's folder, or None), ``line``, ``text`` (the line), ``call``
     (what was called, as written), ``entry`` (the entry point that drew), ``kind``
     (``"os entropy"`` or ``"clock seed"``), ``fix``, ``count`` and ``run_by`` (the
-    execution count running at the time). ValueError for a bad ``cell`` or ``since``.
+    execution count running at the time). A seed seen by its effect only (torch's global
+    generator re-seeded by a C method) has ``cell``, ``file`` and ``line`` None and ``text``
+    naming what holds it. ValueError for a bad ``cell`` or ``since``.
     """
     return _AUDIT.records(cell, since)
 
@@ -76,6 +78,12 @@ def mark() -> int:
 def clear() -> None:
     """What a hard ``%reset`` does: forget every record, and the torch ops warn mode listed."""
     _AUDIT.clear()
+
+
+def watch_call(callee: Any) -> Any:
+    """For cells the audit rewrote (:mod:`.cell_calls`): ``callee``, or a wrapper that
+    judges the call of a C method or Cython class a family watches after it runs."""
+    return _AUDIT.watch_call(callee)
 
 
 def status_check() -> Check:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from types import FrameType, ModuleType
 from typing import Any, NamedTuple
 
+from det_nb.entropy_audit.cell_calls import RouteCalls
 from det_nb.entropy_audit.user_code import CallSite, Place, UserCode
 from det_nb.status import Check
 
@@ -98,6 +99,13 @@ class EntropyAudit:
         self._hooks: dict[str, Callable[[ModuleType], None]] = {}
         self._shell: Any = None
         self._reset: Callable[..., Any] | None = None  # our wrapper of shell.reset
+        #: Checks of effects whose calls cannot be wrapped (a C method re-seeding torch's
+        #: global generator): run before records are read or marked, and before seeding
+        self.effect_checks: list[Callable[[], None]] = []
+        #: Families' watches of callees a cell calls that cannot be patched (C methods,
+        #: Cython classes): callee -> a wrapper judging the call, or None (:mod:`.cell_calls`)
+        self.call_watches: list[Callable[[Any], Callable[..., Any] | None]] = []
+        self._transformer = RouteCalls()
 
     # -- installing ---------------------------------------------------------------------
 
@@ -151,8 +159,9 @@ class EntropyAudit:
         self._patches.clear()
         self._originals.clear()
         self._patched.clear()
-        if self._shell is not None and self._shell.__dict__.get("reset") is self._reset:
-            del self._shell.reset
+        self.effect_checks.clear()
+        self.call_watches.clear()
+        self._detach()
         self._shell = self._reset = None
         self._attached = self.watching = False
 
@@ -174,8 +183,7 @@ class EntropyAudit:
         """
         if self._attached and shell is self._shell:
             return
-        if self._shell is not None and self._shell.__dict__.get("reset") is self._reset:
-            del self._shell.reset
+        self._detach()
         self.user.attach(shell, os.getcwd())
         self._shell, self._reset, self._attached = shell, None, True
         if shell is not None:
@@ -187,6 +195,17 @@ class EntropyAudit:
                 return original(*args, **kwargs)
 
             shell.reset = self._reset = reset
+            if self._transformer not in shell.ast_transformers:
+                shell.ast_transformers.append(self._transformer)
+
+    def _detach(self) -> None:
+        """Take the wrapper of ``reset`` and the cell transformer off the shell attached."""
+        if self._shell is None:
+            return
+        if self._shell.__dict__.get("reset") is self._reset:
+            del self._shell.reset
+        if self._transformer in self._shell.ast_transformers:
+            self._shell.ast_transformers.remove(self._transformer)
 
     def _patch_imported(self) -> None:
         for name in self._families:
@@ -226,6 +245,22 @@ class EntropyAudit:
 
     # -- recording ----------------------------------------------------------------------
 
+    def watch_call(self, callee: Any) -> Any:
+        """What a cell calls where :class:`.cell_calls.RouteCalls` routed a call:
+        ``callee`` itself, or the wrapper a family's watch gives for it."""
+        if self.watching:
+            for watch in self.call_watches:
+                wrapper = watch(callee)
+                if wrapper is not None:
+                    return wrapper
+        return callee
+
+    def check_effects(self) -> None:
+        """Run the families' checks of effects whose calls cannot be wrapped."""
+        if self.watching:
+            for check in self.effect_checks:
+                check()
+
     def user_frame(self, skip: frozenset[str] = frozenset()) -> tuple[FrameType, Place] | None:
         """The nearest calling frame outside this package and ``skip``, if it is the user's."""
         frame: FrameType | None = sys._getframe(1)
@@ -261,13 +296,23 @@ class EntropyAudit:
         cell = None if place.module is not None else self.user.cell_number(place.filename)
         if cell is not None and run_by is not None and cell > run_by:
             cell = run_by  # a cell run inside the running one (IPython 9 numbers it ahead)
-        key = (place.filename, cell, site.line, site.call, entry.name, run_by)
+        self._count((place.filename, cell, site.line, site.call, entry.name, run_by), (
+            cell, place.module, site.line, site.text, site.call or entry.name, entry.name,
+            entry.kind, entry.fix, 0, run_by))
+
+    def record_effect(self, subject: str, entry: Entry) -> None:
+        """Count one draw seen by its effect only (``subject``, e.g. torch's global
+        generator, holds a seed nobody gave it), not by its call: no cell or line."""
+        if self.watching:
+            self._count((None, None, None, subject, entry.name, None), (
+                None, None, None, subject, entry.name, entry.name, entry.kind, entry.fix, 0,
+                None))
+
+    def _count(self, key: tuple, fields: tuple) -> None:
         with self._lock:
             record = self._records.get(key)
             if record is None:
-                record = self._records[key] = dict(zip(RECORD_FIELDS, (
-                    cell, place.module, site.line, site.text, site.call or entry.name,
-                    entry.name, entry.kind, entry.fix, 0, run_by), strict=True))
+                record = self._records[key] = dict(zip(RECORD_FIELDS, fields, strict=True))
             self._hits += 1
             record["count"] += 1
             self._last[key] = self._hits
@@ -285,6 +330,7 @@ class EntropyAudit:
                 raise ValueError(f"{what} must be a non-negative integer (an execution count"
                                  f"{'' if what == 'cell' else ' mark from mark()'}), got "
                                  f"{value!r:.40}")
+        self.check_effects()
         with self._lock:
             chosen = [dict(record) for key, record in self._records.items()
                       if (cell is None or record["run_by"] == cell)
@@ -293,6 +339,7 @@ class EntropyAudit:
 
     def mark(self) -> int:
         """A mark for ``records(since=...)``: the number of draws counted so far."""
+        self.check_effects()
         return self._hits
 
     def clear(self) -> None:
@@ -328,7 +375,10 @@ class EntropyAudit:
 
 
 def where(record: dict[str, Any]) -> str:
-    """``cell 6, line 1`` or ``helpers.py, line 12``."""
+    """``cell 6, line 1``, ``helpers.py, line 12``, or for a draw seen by its effect only,
+    what holds it (``torch's global generator``)."""
+    if record["line"] is None:
+        return record["text"]
     if record["file"] is not None:
         return f"{record['file']}, line {record['line']}"
     cell = "a cell" if record["cell"] is None else f"cell {record['cell']}"
@@ -341,7 +391,7 @@ def describe(record: dict[str, Any]) -> str:
     A seed from a clock says so; a line run by another cell (a function defined earlier)
     names that cell; repeated draws give their count.
     """
-    text = f"{where(record)}: {record['call']}"
+    text = record["call"] if record["line"] is None else f"{where(record)}: {record['call']}"
     if record["kind"] == CLOCK:
         text += " seeds from the clock"
     if record["run_by"] is not None and record["run_by"] != record["cell"]:

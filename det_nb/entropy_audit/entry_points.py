@@ -2,8 +2,9 @@
 
 Every family is patched once its module is imported (never importing it): what draws
 from the operating system's entropy, and what takes a seed that a clock may have given.
-Calls into C methods of extension types cannot be wrapped: ``torch.Generator().seed()``,
-and a clock seed given to NumPy's ``SeedSequence``, ``PCG64``... (docs/audit.md).
+C methods of extension types and NumPy's Cython classes cannot be patched: a cell's calls
+of them are watched through :mod:`.cell_calls` (``torch.Generator().seed()``,
+``np.random.PCG64(int(time.time()))``), and torch's global generators by their seeds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from types import FrameType, ModuleType
 from typing import Any
 
 from det_nb.entropy_audit.audit import CLOCK, Call, EntropyAudit, Entry, Judge
+from det_nb.entropy_audit.cell_calls import SEEDING_METHODS
 from det_nb.entropy_audit.user_code import UNKNOWN, callee_name, resolve, seed_argument
 from det_nb.sources import keras as keras_source
 
@@ -184,10 +186,34 @@ def _numpy(audit: EntropyAudit, numpy_random: ModuleType) -> None:
 
     bit_generator = sys.modules.get("numpy.random.bit_generator")
     audit.patch(bit_generator, "randbits", draws(audit, judge))
+    audit.call_watches.append(_numpy_classes(audit, bit_generator))
     audit.patch(numpy_random, "seed", seeds(audit, Entry("np.random.seed", _CLOCK_FIX, CLOCK),
                                             one_argument=True))
     audit.patch(numpy_random, "default_rng", seeds(audit, Entry(
         "np.random.default_rng", _NUMPY_FIX, CLOCK), one_argument=True))
+
+
+def _numpy_classes(audit: EntropyAudit,
+                   bit_generator: ModuleType | None) -> Callable[[Any], Callable[..., Any] | None]:
+    """The watch of a cell's calls of ``SeedSequence`` and the bit generators (``PCG64``,
+    ``MT19937``, ``Philox``, ``SFC64`` and subclasses), Cython classes that take a seed
+    without calling anything patchable: a seed (``entropy``) read from a clock is recorded."""
+    seed_sequence = getattr(bit_generator, "SeedSequence", None)
+    bit_generator_class = getattr(bit_generator, "BitGenerator", None)
+
+    def watch(callee: Any) -> Callable[..., Any] | None:
+        if not isinstance(callee, type) or seed_sequence is None:
+            return None
+        if issubclass(callee, seed_sequence):
+            keyword = "entropy"
+        elif bit_generator_class is not None and issubclass(callee, bit_generator_class):
+            keyword = "seed"
+        else:
+            return None
+        entry = Entry(f"np.random.{callee.__name__}", _NUMPY_FIX, CLOCK)
+        return draws(audit, lambda call: entry if call.clock_seed(keyword) else None)(callee)
+
+    return watch
 
 
 def _is_none(node: ast.expr, frame: FrameType) -> bool:
@@ -205,19 +231,131 @@ _CUDA_SEED = Entry("torch.cuda.seed()", "remove it (%det_seed seeds every CUDA d
                    "torch.cuda.manual_seed_all(det_nb.worker_seed(k))")
 
 
+_GENERATOR_SEED = Entry("torch.Generator.seed()", "use .manual_seed(det_nb.worker_seed(k)) on "
+                        "the generator (%det_seed seeds torch's global one)")
+_GENERATOR_CLOCK = Entry("torch.Generator.manual_seed", _CLOCK_FIX, CLOCK)
+_RESEEDED_FIX = ("remove the call (%det_seed seeds torch), or seed it with "
+                 "torch.manual_seed(det_nb.worker_seed(k)), which the audit sees")
+_CPU_RESEEDED = Entry(
+    "torch's global generator was re-seeded from OS entropy after %det_seed (torch.seed() or "
+    "torch.default_generator.seed())", _RESEEDED_FIX)
+_CUDA_RESEEDED = Entry(
+    "torch's CUDA generator was re-seeded from OS entropy after %det_seed (torch.cuda.seed() "
+    "or a CUDA generator's .seed())", _RESEEDED_FIX)
+#: torch's seed of its CUDA generators before any seeding (c10's default_rng_seed_val).
+_TORCH_DEFAULT_CUDA_SEED = 67280421310721
+
+
+class _TorchGlobalSeeds:
+    """Whether torch's global generators hold a seed someone gave them.
+
+    Known seeds: those the generators held when the audit started, and every seed set
+    since through a call the audit wraps (``torch.manual_seed``, which det_nb's seeding and
+    re-seeding use too, ``torch.cuda.manual_seed(_all)``, ``torch.set_rng_state``) or a
+    cell's ``.manual_seed(...)`` / ``.seed()`` on a generator (:mod:`.cell_calls`). Any
+    other seed was drawn from OS entropy by a C method the audit cannot patch
+    (``torch.default_generator.seed()``, ``torch.seed()`` called by a library): a record
+    without a line. Checked before each seeding call and whenever records are read. CUDA
+    is looked at only once it has started (never starting it), on the current device.
+    """
+
+    def __init__(self, audit: EntropyAudit, torch: ModuleType) -> None:
+        self.audit, self.torch = audit, torch
+        self.known = {_TORCH_DEFAULT_CUDA_SEED}
+        self.flagged: set[tuple[str, int]] = set()
+        #: a CUDA state set before CUDA started: its seed is unknown until then
+        self.cuda_state_pending = False
+        #: how many calls that set the seeds are running (nested: torch.seed() seeds CUDA)
+        self.setting_now = 0
+        self.remember()
+
+    def _seeds(self) -> list[tuple[str, int]]:
+        seeds = [("cpu", self.torch.initial_seed())]
+        cuda = sys.modules.get("torch.cuda")
+        if cuda is not None and cuda.is_initialized():
+            seeds.append(("cuda", cuda.initial_seed()))
+        return seeds
+
+    def check(self) -> None:
+        """Record each seed held now that nobody gave (once per seed); not while a call
+        that sets them runs (``torch.seed()`` calls ``torch.cuda.manual_seed_all``)."""
+        if self.setting_now:
+            return
+        for device, seed in self._seeds():
+            if device == "cuda" and self.cuda_state_pending:
+                self.cuda_state_pending = False
+                self.known.add(seed)  # the state set before CUDA started
+            if seed in self.known or (device, seed) in self.flagged:
+                continue
+            self.flagged.add((device, seed))
+            subject = "torch's global generator" if device == "cpu" else "torch's CUDA generator"
+            self.audit.record_effect(subject, _CPU_RESEEDED if device == "cpu" else _CUDA_RESEEDED)
+
+    def remember(self) -> None:
+        """The seeds held now were given by a watched call."""
+        self.known.update(seed for _, seed in self._seeds())
+
+    def setting(self, cuda_seed: bool = False,
+                cuda_state: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A maker of wrappers for calls that set the generators' seeds: check before,
+        remember after. ``cuda_seed``: the call's first argument (or ``seed=``) is a seed
+        for CUDA, which may start later; ``cuda_state``: it sets a CUDA state."""
+        def make(original: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                self.check()
+                self.setting_now += 1
+                try:
+                    result = original(*args, **kwargs)
+                finally:
+                    self.setting_now -= 1
+                if cuda_seed:  # torch maps the seed (negative ones) as the CPU generator does
+                    seed = _seed_value(args, kwargs, 0, "seed")
+                    self.known.add(self.torch.Generator().manual_seed(int(seed)).initial_seed())
+                self.remember()
+                if cuda_state and len(self._seeds()) == 1:  # CUDA sets it when it starts
+                    self.cuda_state_pending = True
+                return result
+
+            return wrapper
+
+        return make
+
+    def watch(self, callee: Any) -> Callable[..., Any] | None:
+        """The watch of a cell's ``.seed()`` / ``.manual_seed(...)`` on any torch generator
+        (C methods): an OS seed, or a seed read from a clock, is recorded at its line."""
+        owner = getattr(callee, "__self__", None)
+        name = getattr(callee, "__name__", None)
+        if name not in SEEDING_METHODS or not isinstance(owner, self.torch.Generator):
+            return None
+        if name == "seed":
+            judge: Judge = _TORCH_SEED if owner is self.torch.default_generator else _GENERATOR_SEED
+        else:
+            judge = lambda call: _GENERATOR_CLOCK if call.clock_seed("seed") else None  # noqa: E731
+        return draws(audit=self.audit, judge=judge)(self.setting()(callee))
+
+
 def _torch(audit: EntropyAudit, torch: ModuleType) -> None:
-    """``torch.seed()``, ``torch.cuda.seed()`` / ``seed_all()``, and clock seeds to
-    ``manual_seed``. ``torch.Generator().seed()`` is a C method: not watched."""
+    """``torch.seed()``, ``torch.cuda.seed()`` / ``seed_all()``, clock seeds to
+    ``manual_seed``, a cell's ``.seed()`` and ``.manual_seed(clock)`` on a generator, and
+    seeds of the global generators that nobody gave (:class:`_TorchGlobalSeeds`)."""
+    global_seeds = _TorchGlobalSeeds(audit, torch)
+    audit.effect_checks.append(global_seeds.check)
+    audit.call_watches.append(global_seeds.watch)
+    setting = global_seeds.setting()
     for owner in (torch, getattr(torch, "random", None)):
-        audit.patch(owner, "seed", draws(audit, _TORCH_SEED))
-        audit.patch(owner, "manual_seed", seeds(audit, Entry("torch.manual_seed", _CLOCK_FIX,
-                                                               CLOCK)))
+        audit.patch(owner, "seed", lambda original: draws(audit, _TORCH_SEED)(setting(original)))
+        audit.patch(owner, "manual_seed", lambda original: seeds(audit, Entry(
+            "torch.manual_seed", _CLOCK_FIX, CLOCK))(setting(original)))
+        audit.patch(owner, "set_rng_state", setting)
+    cuda_seeding = global_seeds.setting(cuda_seed=True)
     for owner in (getattr(torch, "cuda", None), sys.modules.get("torch.cuda.random")):
         for name in ("seed", "seed_all"):
-            audit.patch(owner, name, draws(audit, _CUDA_SEED))
+            audit.patch(owner, name, lambda original: draws(audit, _CUDA_SEED)(setting(original)))
         for name in ("manual_seed", "manual_seed_all"):
-            audit.patch(owner, name, seeds(audit, Entry(f"torch.cuda.{name}", _CLOCK_FIX,
-                                                          CLOCK)))
+            audit.patch(owner, name, lambda original, name=name: seeds(audit, Entry(
+                f"torch.cuda.{name}", _CLOCK_FIX, CLOCK))(cuda_seeding(original)))
+        for name in ("set_rng_state", "set_rng_state_all"):
+            audit.patch(owner, name, global_seeds.setting(cuda_state=True))
 
 
 # -- TensorFlow, Keras, JAX -------------------------------------------------------------

@@ -169,7 +169,7 @@ class UserCode:
         if node is None:
             return place.clock_calls[frame.f_lineno]
         seed = seed_argument(node, keyword)
-        return () if seed is None else tuple(filter(_may_be_clock, ast.walk(seed)))
+        return () if seed is None else tuple(filter(may_be_clock, ast.walk(seed)))
 
 
 def _under(path: str, folder: str) -> bool:
@@ -191,7 +191,7 @@ def _source(filename: str) -> str:
 
 def clock_calls(source: str) -> dict[int, tuple[ast.Call, ...]]:
     """Where in ``source`` a seed can be read from a clock: line -> the calls that may be
-    clocks (:func:`_may_be_clock`) written inside the arguments of a call that spans that
+    clocks (:func:`may_be_clock`) written inside the arguments of a call that spans that
     line (``time.time()`` in ``random.seed(int(time.time()))``, on each of its lines).
 
     Lines without any are the fast path of a seeding call; whether a call is in the seed
@@ -208,14 +208,14 @@ def clock_calls(source: str) -> dict[int, tuple[ast.Call, ...]]:
             continue
         inner = dict.fromkeys(
             call for argument in (*node.args, *(keyword.value for keyword in node.keywords))
-            for call in ast.walk(argument) if _may_be_clock(call))
+            for call in ast.walk(argument) if may_be_clock(call))
         if inner:
             for line in range(node.lineno, (node.end_lineno or node.lineno) + 1):
                 found.setdefault(line, {}).update(inner)
     return {line: tuple(calls) for line, calls in found.items()}
 
 
-def _may_be_clock(node: ast.AST) -> bool:
+def may_be_clock(node: ast.AST) -> bool:
     """Whether ``node`` is a call that may read a clock: one without arguments
     (``time.time()``, ``date.today()``) or a ``now(...)`` (``datetime.now(timezone.utc)``)."""
     if not isinstance(node, ast.Call):
