@@ -55,12 +55,23 @@ class Lab:
         return json.loads(body) if body else None
 
     def wait_for_connected_kernel(self, timeout: float = 60) -> None:
-        """Until a kernel is idle with a page connected to it (cells run before are lost)."""
+        """Until a kernel is idle with a page connected to it (cells run before are lost).
+
+        jupyter_server answers the listing with 500 while a kernel is half-started (its
+        ``last_activity`` not set yet): asked again, as a front end polls.
+        """
         deadline = time.monotonic() + timeout
+        kernels: object = None
         while time.monotonic() < deadline:
-            kernels = self.api("GET", "/api/kernels")
-            if any(k["connections"] and k["execution_state"] == "idle" for k in kernels):
-                return
+            try:
+                kernels = self.api("GET", "/api/kernels")
+            except urllib.error.HTTPError as error:
+                if error.code < 500:
+                    raise
+                kernels = error
+            else:
+                if any(k["connections"] and k["execution_state"] == "idle" for k in kernels):
+                    return
             time.sleep(0.25)
         raise TimeoutError(f"no kernel connected and idle after {timeout} s: {kernels}")
 
